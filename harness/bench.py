@@ -1,0 +1,200 @@
+"""GPU benchmark of the harness against the backend's own loop, in one process on one GPU.
+
+For each model and precision it measures, side by side and repeated:
+  * tight loop: the backend's own back-to-back batches at the Offline batch size;
+  * LoadGen Offline throughput through the full harness;
+  * the highest Server target QPS that stays VALID at p99 <= 15 ms (bisection on short
+    runs, then repeated confirmation runs at that load);
+  * SingleStream p90 through LoadGen against the backend's own batch-1 round trip p90.
+
+    python -m harness.bench --models resnet50 --precisions fp16 fp32 --output OUT
+
+Writes OUT/bench.json (every repeat's raw figures) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.config import CliRequest, RunConfig, resolve
+from harness.errors import DeepgapError
+from harness.runner import execute, load_backend, make_dataset
+from sut.backends.base import Backend
+
+log = logging.getLogger("deepgap.bench")
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    return {
+        "runs": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+class Bench:
+    def __init__(self, model: str, precision: str, output: Path, repeats: int, duration_ms: int,
+                 search_ms: int, gpu: str) -> None:
+        self.model, self.precision = model, precision
+        self.output, self.repeats = output, repeats
+        self.duration_ms, self.search_ms = duration_ms, search_ms
+        self.gpu = gpu
+        self.runs = 0
+
+    def config(self, scenario: str, **overrides: Any) -> RunConfig:
+        self.runs += 1
+        request = CliRequest(
+            scenario=scenario, model=self.model, precision=self.precision, gpu=self.gpu,
+            backend="torch", output=self.output / f"run{self.runs:03d}", overwrite=True,
+            min_duration_ms=overrides.pop("min_duration_ms", self.duration_ms), **overrides,
+        )
+        return resolve(request)
+
+    def run(self, config: RunConfig, backend: Backend, dataset) -> dict[str, Any]:
+        outcome = execute(config, show_progress=False, backend=backend, dataset=dataset)
+        return outcome.result["summary"]
+
+    def measure(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "precision": self.precision}
+        offline_cfg = self.config("Offline")
+        dataset = make_dataset(offline_cfg)
+        offline_backend = load_backend(offline_cfg)
+        batch = int(offline_cfg.knobs["max_batch"])
+        out["offline_batch"] = batch
+        tight, offline = [], []
+        self.run(offline_cfg, offline_backend, dataset)  # warm-up; stages the data
+        for _ in range(self.repeats):
+            iterations = max(10, int(2.0 / (offline_backend.time_tight_loop(batch, 3) / 3)))
+            tight.append(batch * iterations / offline_backend.time_tight_loop(batch, iterations))
+            offline.append(self.run(self.config("Offline"), offline_backend, dataset)["value"])
+        offline_backend.close()
+        out["tight_loop_qps"], out["offline_qps"] = stats(tight), stats(offline)
+        out["offline_vs_tight"] = out["offline_qps"]["mean"] / out["tight_loop_qps"]["mean"]
+        out.update(self.server(out["offline_qps"]["mean"], dataset))
+        out.update(self.single_stream(dataset))
+        return out
+
+    def server(self, offline_qps: float, dataset) -> dict[str, Any]:
+        probe = self.config("Server", target_qps=offline_qps)
+        backend = load_backend(probe)
+        knobs = {k: probe.knobs[k] for k in ("max_batch", "batch_timeout_us", "in_flight")}
+
+        def valid(qps: float, duration_ms: int) -> tuple[bool, dict[str, Any]]:
+            summary = self.run(self.config("Server", target_qps=qps, min_duration_ms=duration_ms), backend, dataset)
+            log.info("server %.0f qps: %s p99 %.2f ms", qps, "VALID" if summary["valid"] else "INVALID",
+                     summary["percentiles_ns"].get("99.00", 0) / 1e6)
+            return bool(summary["valid"]), summary
+
+        lo, hi = 0.5 * offline_qps, 1.02 * offline_qps
+        while not valid(lo, self.search_ms)[0]:
+            hi, lo = lo, lo / 2
+            if lo < 1:
+                raise DeepgapError("no Server load found that stays valid")
+        for _ in range(6):
+            mid = (lo + hi) / 2
+            if valid(mid, self.search_ms)[0]:
+                lo = mid
+            else:
+                hi = mid
+        confirm = [valid(lo, self.duration_ms) for _ in range(self.repeats)]
+        backend.close()
+        return {
+            "server_knobs": knobs,
+            "server_target_qps": lo,
+            "server_confirm_valid": [ok for ok, _ in confirm],
+            "server_qps": stats([s["value"] for _, s in confirm]),
+            "server_p99_ms": stats([s["percentiles_ns"]["99.00"] / 1e6 for _, s in confirm]),
+            "server_vs_offline": lo / offline_qps,
+        }
+
+    def single_stream(self, dataset) -> dict[str, Any]:
+        config = self.config("SingleStream")
+        backend = load_backend(config)
+        loadgen_p90, backend_p90 = [], []
+        self.run(config, backend, dataset)  # warm-up; stages the data
+        rows = np.zeros(1, dtype=np.int64)
+        for _ in range(self.repeats):
+            samples = []
+            for i in range(2000):
+                rows[0] = i % 1024
+                start = time.perf_counter()
+                pending = backend.run_batch(rows)
+                pending.wait()
+                pending.release()
+                samples.append(time.perf_counter() - start)
+            backend_p90.append(float(np.percentile(samples, 90)) * 1e3)
+            summary = self.run(self.config("SingleStream"), backend, dataset)
+            loadgen_p90.append(summary["percentiles_ns"]["90.00"] / 1e6)
+        backend.close()
+        return {
+            "backend_bs1_p90_ms": stats(backend_p90),
+            "singlestream_p90_ms": stats(loadgen_p90),
+            "singlestream_overhead_us": (statistics.fmean(loadgen_p90) - statistics.fmean(backend_p90)) * 1e3,
+        }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def ms(d: dict[str, Any]) -> str:
+        return f"{d['mean']:,.0f} ± {d['std']:,.0f}"
+
+    lines = [
+        "| model | prec | bs | tight loop img/s | Offline img/s | Off/tight | Server QPS (VALID) | Srv/Off | Server p99 ms | bs1 p90 ms | SS p90 ms | SS overhead us |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {r['offline_batch']} | {ms(r['tight_loop_qps'])} | "
+            f"{ms(r['offline_qps'])} | {r['offline_vs_tight']:.3f} | {r['server_target_qps']:,.0f} "
+            f"({sum(r['server_confirm_valid'])}/{len(r['server_confirm_valid'])}) | {r['server_vs_offline']:.3f} | "
+            f"{r['server_p99_ms']['mean']:.2f} | {r['backend_bs1_p90_ms']['mean']:.3f} ± {r['backend_bs1_p90_ms']['std']:.3f} | "
+            f"{r['singlestream_p90_ms']['mean']:.3f} ± {r['singlestream_p90_ms']['std']:.3f} | {r['singlestream_overhead_us']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "resnet101"])
+    p.add_argument("--precisions", nargs="+", default=["fp16", "fp32"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--duration-ms", type=int, default=5000, help="min duration of measured runs")
+    p.add_argument("--search-ms", type=int, default=2500, help="min duration of Server search runs")
+    p.add_argument("--gpu", default="auto")
+    p.add_argument("--output", type=Path, default=Path("deepgap-bench"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("sut").setLevel(logging.WARNING)
+    logging.getLogger("harness.runner").setLevel(logging.WARNING)
+    rows = []
+    try:
+        for model in args.models:
+            for precision in args.precisions:
+                started = time.monotonic()
+                bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms, args.gpu)
+                rows.append(bench.measure())
+                rows[-1]["wall_s"] = time.monotonic() - started
+                log.info("%s %s done in %.0f s", model, precision, rows[-1]["wall_s"])
+                args.output.mkdir(parents=True, exist_ok=True)
+                (args.output / "bench.json").write_text(json.dumps(rows, indent=2, default=str))
+    except DeepgapError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Command line: parse flags, resolve the configuration, run, print one screen.
+
+Every DeepgapError becomes one line on stderr and a non-zero exit; no tracebacks for
+anything a user can cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from harness.config import BACKENDS, DATASETS, CliRequest
+from harness.errors import ConfigError, DeepgapError
+from sut.backends.base import MODELS, PRECISIONS
+from sut.settings import SCENARIOS
+
+log = logging.getLogger("deepgap")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise ConfigError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="deepgap",
+        description="MLPerf LoadGen benchmark of ResNet inference on a GPU or the CPU.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--scenario", choices=SCENARIOS, default="Offline", help="LoadGen scenario")
+    p.add_argument("--model", choices=MODELS, default="resnet50", help="network")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="numeric precision (fp16/bf16 need a CUDA GPU; int8 is not available yet)")
+    p.add_argument("--gpu", default="auto",
+                   help="GPU profile: T4, L4, A10, A100, H100, H200, cpu, or auto (match the visible device)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="inference runtime (default: onnxruntime for fp32 on the CPU, torch otherwise); "
+                   "null answers instantly with pixel checksums, measuring the harness's own ceiling")
+    p.add_argument("--mode", choices=("performance", "accuracy"), default="performance",
+                   help="performance: timed run; accuracy: every sample once, scored")
+    p.add_argument("--profile", dest="run_profile", default="quick",
+                   help="run profile: quick (seconds, indicative) or submission (MLPerf's full rules)")
+    p.add_argument("--user-conf", type=Path, default=None,
+                   help="MLPerf user.conf (model.scenario.key = value) layered over the profiles")
+    p.add_argument("--output", type=Path, default=Path("deepgap-results"),
+                   help="output root: results/<system>/<model>/<scenario>/ and systems/ go under it")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of the same run")
+    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="synthetic: seeded images, no download; imagenet: a validation folder")
+    p.add_argument("--dataset-path", type=Path, default=None,
+                   help="ImageNet validation folder with val_map.txt ('file label' lines)")
+    p.add_argument("--dataset-count", type=_positive_int, default=None,
+                   help="use the first N samples (default: 1024 synthetic, all of ImageNet)")
+    p.add_argument("--image-size", type=_positive_int, default=224, help="input height and width")
+    p.add_argument("--weights", default="seeded",
+                   help="seeded (random init, not trained), torchvision (pretrained), or a state-dict path")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed for seeded weights")
+    batching = p.add_argument_group("batching (default: from the GPU profile)")
+    batching.add_argument("--max-batch", type=_positive_int, default=None, help="largest batch")
+    batching.add_argument("--batch-timeout-us", type=_non_negative_int, default=None,
+                          help="longest wait for a batch to fill, counted from its oldest sample (Server)")
+    batching.add_argument("--in-flight", type=_positive_int, default=None,
+                          help="batches in flight at once on CUDA (one stream each)")
+    batching.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False,
+                          default=None, help="run eagerly instead of replaying CUDA graphs")
+    batching.add_argument("--staging", choices=("device", "host"), default=None,
+                          help="where the performance set lives on CUDA runs: GPU memory or pinned host memory")
+    batching.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the backend")
+    batching.add_argument("--compile", action="store_true", help="torch.compile the network")
+    batching.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                          help="keep NCHW memory layout")
+    lg_group = p.add_argument_group("LoadGen overrides (default: profiles and user.conf)")
+    lg_group.add_argument("--target-qps", type=_positive_float, default=None,
+                          help="Server: scheduled load; Offline: expected throughput")
+    lg_group.add_argument("--target-latency-ms", type=_positive_float, default=None,
+                          help="Server: latency bound; SingleStream/MultiStream: expected latency")
+    lg_group.add_argument("--min-duration-ms", type=_positive_int, default=None, help="minimum run duration")
+    lg_group.add_argument("--min-query-count", type=_positive_int, default=None, help="minimum query count")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and the result screen only")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress line")
+    return p
+
+
+def request_from_args(args: argparse.Namespace) -> CliRequest:
+    fields = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet", "progress")}
+    return CliRequest(**fields)
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.runner import RunAbandoned
+
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.verbose, args.quiet)
+        request = request_from_args(args)
+        from harness.config import resolve
+        from harness.report import render_run
+        from harness.runner import execute
+
+        config = resolve(request)
+        outcome = execute(config, show_progress=args.progress)
+        print(render_run(outcome.result, str(outcome.paths.run_dir)))
+        return 0
+    except RunAbandoned as exc:
+        print(f"deepgap: error: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # LoadGen's thread cannot be stopped from Python; leaving now is the only way out.
+        os._exit(exc.exit_code)
+    except DeepgapError as exc:
+        print(f"deepgap: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("deepgap: interrupted", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)

@@ -1,0 +1,234 @@
+"""Typed run configuration, resolved once in one visible order of precedence:
+
+    built-in defaults  <  LoadGen's mlperf.conf + run profile  <  GPU profile YAML
+                       <  user.conf  <  CLI flags
+
+Every value keeps the name of the layer that set it; `RunConfig.provenance` is written
+next to the results so a reader sees why a run used what it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.device import DeviceChoice, resolve_device
+from harness.errors import BackendError, ConfigError, DeviceError
+from harness.userconf import UserConf, key_rule, to_attr_value
+from scenarios.profiles import load_run_profile
+from sut.backends.base import MODELS, PRECISIONS
+from sut.settings import SCENARIOS, mlperf_rules
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "null")
+DATASETS = ("synthetic", "imagenet")
+# Harness knobs before any profile: conservative values that work on any device.
+BUILTIN_KNOBS: dict[str, Any] = {
+    "max_batch": 1,
+    "batch_timeout_us": 2000,
+    "in_flight": 2,
+    "cuda_graphs": True,
+    "staging": "device",
+    "threads": None,
+}
+
+
+@dataclass(frozen=True)
+class CliRequest:
+    """What the user asked for; None means 'not given' so lower layers show through."""
+
+    scenario: str = "Offline"
+    model: str = "resnet50"
+    precision: str = "fp32"
+    gpu: str = "auto"
+    backend: str | None = None
+    mode: str = "performance"
+    run_profile: str = "quick"
+    user_conf: Path | None = None
+    output: Path = Path("deepgap-results")
+    overwrite: bool = False
+    dataset: str = "synthetic"
+    dataset_path: Path | None = None
+    dataset_count: int | None = None
+    image_size: int = 224
+    weights: str = "seeded"
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool = True
+    # Harness knobs and LoadGen overrides: None = take the layer below.
+    max_batch: int | None = None
+    batch_timeout_us: int | None = None
+    in_flight: int | None = None
+    cuda_graphs: bool | None = None
+    staging: str | None = None
+    threads: int | None = None
+    target_qps: float | None = None
+    target_latency_ms: float | None = None
+    min_duration_ms: int | None = None
+    min_query_count: int | None = None
+
+    def __post_init__(self) -> None:
+        choices = {
+            "scenario": SCENARIOS, "model": MODELS, "precision": PRECISIONS,
+            "mode": ("performance", "accuracy"), "dataset": DATASETS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
+        if self.staging is not None and self.staging not in ("device", "host"):
+            raise ConfigError("--staging must be 'device' or 'host'")
+        positive = ("dataset_count", "image_size", "max_batch", "in_flight", "threads",
+                    "target_qps", "target_latency_ms", "min_duration_ms", "min_query_count")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.batch_timeout_us is not None and self.batch_timeout_us < 0:
+            raise ConfigError(f"--batch-timeout-us must be >= 0, got {self.batch_timeout_us}")
+        if self.image_size < 32:
+            raise ConfigError(f"--image-size must be at least 32 (ResNet downsamples 32x), got {self.image_size}")
+        if self.dataset == "imagenet" and self.dataset_path is None:
+            raise ConfigError("--dataset imagenet needs --dataset-path DIR (a folder with val_map.txt)")
+
+
+@dataclass
+class RunConfig:
+    request: CliRequest
+    device: DeviceChoice
+    backend: str
+    knobs: dict[str, Any]
+    loadgen: dict[str, Any]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scenario(self) -> str:
+        return self.request.scenario
+
+    @property
+    def system_name(self) -> str:
+        return f"{self.device.system_prefix}_{self.backend}_{self.request.precision}"
+
+    def to_json(self) -> dict[str, Any]:
+        request = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.request).items()}
+        return {
+            "request": request,
+            "system_name": self.system_name,
+            "device": {"name": self.device.name, "device": self.device.device,
+                       "count": self.device.count, "profile": self.device.profile.name,
+                       "profile_file": str(self.device.profile.path)},
+            "backend": self.backend,
+            "knobs": self.knobs,
+            "loadgen": self.loadgen,
+            "provenance": self.provenance,
+        }
+
+
+def choose_backend(request: CliRequest, device: DeviceChoice) -> str:
+    """The user's --backend, or the best available for the device and precision; never a
+    silent change of precision."""
+    if request.precision == "int8" or request.backend == "tensorrt":
+        raise BackendError(
+            f"{'int8' if request.precision == 'int8' else 'the tensorrt backend'} is not available "
+            "yet (it comes with INT8 calibration); supported now: --backend torch with fp32/fp16/bf16 "
+            "(bf16 and fp16 on CUDA), --backend onnxruntime with fp32"
+        )
+    if request.backend is not None:
+        backend = request.backend
+    elif device.device == "cpu" and request.precision == "fp32" and _has_onnxruntime():
+        backend = "onnxruntime"
+    else:
+        backend = "torch"
+    # Fail here, before any output folder, dataset or log line, rather than at backend load.
+    if backend == "onnxruntime" and request.precision != "fp32":
+        raise BackendError(
+            f"the onnxruntime backend runs fp32 only; use --backend torch for {request.precision}"
+        )
+    if backend == "torch" and device.device == "cpu" and request.precision != "fp32":
+        raise DeviceError(
+            f"--precision {request.precision} needs a CUDA GPU (this run is on the CPU); "
+            "use --precision fp32 on the CPU"
+        )
+    return backend
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class _Layers:
+    """Values with the name of the layer that last set each one."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+
+    def apply(self, source: str, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if value is None:
+                continue
+            self.values[key] = value
+            self.sources[key] = source
+
+
+def resolve(request: CliRequest) -> RunConfig:
+    device = resolve_device(request.gpu)
+    backend = choose_backend(request, device)
+    scenario, model, precision = request.scenario, request.model, request.precision
+    profile_values = device.profile.settings_for(model, precision, scenario)
+    profile_name = f"GPU profile {device.profile.name} ({device.profile.path.name})"
+
+    knobs = _Layers()
+    knobs.apply("built-in default", BUILTIN_KNOBS)
+    knobs.apply(profile_name, {k: v for k, v in profile_values.items() if k in BUILTIN_KNOBS})
+    cli_knobs = {k: getattr(request, k) for k in BUILTIN_KNOBS}
+    knobs.apply("CLI", cli_knobs)
+
+    loadgen = _Layers()
+    loadgen.apply("mlperf.conf (resnet50 rules)", mlperf_rules(scenario))
+    loadgen.apply(f"run profile {request.run_profile}", load_run_profile(request.run_profile).settings_for(scenario))
+    loadgen.apply(profile_name, {k: v for k, v in profile_values.items() if k not in BUILTIN_KNOBS})
+    if request.user_conf is not None:
+        for attr, (value, where) in UserConf.parse(request.user_conf).resolve(model, scenario).items():
+            loadgen.apply(f"user.conf {where}", {attr: value})
+    loadgen.apply("CLI", _cli_loadgen(request))
+
+    _fix_batch_for_scenario(request, knobs, loadgen)
+    if device.device == "cpu":
+        knobs.apply("CPU device", {"in_flight": 1, "cuda_graphs": False})
+    provenance = {f"knob.{k}": v for k, v in knobs.sources.items()}
+    provenance.update({f"loadgen.{k}": v for k, v in loadgen.sources.items()})
+    return RunConfig(request, device, backend, knobs.values, loadgen.values, provenance)
+
+
+def _cli_loadgen(request: CliRequest) -> dict[str, Any]:
+    """CLI overrides, translated exactly as the matching user.conf keys would be."""
+    scenario = request.scenario
+    values: dict[str, Any] = {}
+    given = {"target_qps": request.target_qps, "target_latency": request.target_latency_ms,
+             "min_duration": request.min_duration_ms, "min_query_count": request.min_query_count}
+    for key, raw in given.items():
+        if raw is None:
+            continue
+        rule = key_rule(scenario, key)
+        if rule is None:
+            raise ConfigError(f"--{key.replace('_', '-')} does not apply to the {scenario} scenario")
+        values[rule.attr] = to_attr_value(rule, raw)
+    return values
+
+
+def _fix_batch_for_scenario(request: CliRequest, knobs: _Layers, loadgen: _Layers) -> None:
+    """SingleStream runs one sample per query and MultiStream one query per batch."""
+    if request.scenario == "SingleStream":
+        required, why = 1, "SingleStream sends one sample per query"
+    elif request.scenario == "MultiStream":
+        required = int(loadgen.values.get("multi_stream_samples_per_query", 8))
+        why = f"MultiStream runs each query's {required} samples as one batch"
+    else:
+        return
+    if request.max_batch is not None and request.max_batch != required:
+        raise ConfigError(f"--max-batch {request.max_batch} does not fit: {why} (max batch {required})")
+    knobs.apply(why, {"max_batch": required})

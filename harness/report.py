@@ -1,0 +1,50 @@
+"""The one screen a finished run prints, rendered from its saved result only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_HEADLINE_UNITS = {
+    "Samples per second": ("samples/s", 1.0),
+    "Completed samples per second": ("samples/s", 1.0),
+}
+
+
+def _ms(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.3f} ms"
+
+
+def render_run(result: dict[str, Any], run_dir: str) -> str:
+    config = result["config"]
+    request = config["request"]
+    lines = [
+        f"deepgap {result['deepgap_version']}  {config['system_name']}  {request['model']}  "
+        f"{request['scenario']}  {request['mode']}  (run profile {request['run_profile']})",
+        f"device: {config['device']['name']} ({config['device']['profile']} profile), backend "
+        f"{config['backend']} {request['precision']}, max batch {config['knobs']['max_batch']}",
+    ]
+    summary = result.get("summary")
+    if summary:
+        verdict = "VALID" if summary["valid"] else "INVALID"
+        lines.append(f"result: {verdict}")
+        for reason in summary["invalid_reasons"] if not summary["valid"] else []:
+            lines.append(f"  - {reason}")
+        unit, _ = _HEADLINE_UNITS.get(summary["metric"], ("", 1.0))
+        if unit:
+            lines.append(f"{summary['metric']}: {summary['value']:,.1f} {unit}")
+        else:
+            lines.append(f"{summary['metric'].replace(' (ns)', '')}: {_ms(summary['value'])}")
+        p = summary["percentiles_ns"]
+        lines.append(f"latency p50 {_ms(p.get('50.00'))}  p90 {_ms(p.get('90.00'))}  p99 {_ms(p.get('99.00'))}")
+    accuracy = result.get("accuracy")
+    if accuracy:
+        label = "top-1 accuracy" if accuracy["kind"] == "accuracy" else "top-1 agreement with the FP32 reference (synthetic data: not an accuracy)"
+        lines.append(f"{label}: {accuracy['percent']:.3f}% ({accuracy['good']}/{accuracy['total']})")
+    if result.get("loadgen_errors"):
+        lines.append(f"LoadGen reported {len(result['loadgen_errors'])} error(s): {result['loadgen_errors'][0]}")
+    if result.get("weights_note"):
+        lines.append(f"note: {result['weights_note']}")
+    if request["run_profile"] != "submission":
+        lines.append("note: quick run profile: shortened durations, not a submission-grade result")
+    lines.append(f"results: {run_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""One LoadGen run: data, backend, SUT, settings -> logs and measurements.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlperf_loadgen as lg
+import numpy as np
+
+from harness import __version__
+from harness.accuracy import AccuracyResult, predictions_from_log, reference_top1, score
+from harness.config import RunConfig
+from harness.errors import DeepgapError, RunFailed
+from harness.loadgen_log import Summary, parse_detail, parse_summary
+from harness.progress import Progress
+from harness.results import ResultPaths, prepare_run_dir, record_run, write_json_atomic
+from harness.system import describe_system
+from harness.userconf import render as render_user_conf
+from sut.backends import create_backend
+from sut.backends.base import Backend, BackendOptions, ModelSpec
+from sut.data import Dataset, SyntheticDataset
+from sut.models import SEEDED_WEIGHTS_NOTE
+from sut.qsl import LoadgenQSL
+from sut.settings import build_log_settings, build_test_settings
+from sut.sut import LoadgenSUT
+
+log = logging.getLogger(__name__)
+# After a backend failure every remaining sample completes at once, so LoadGen finishes
+# quickly except in Server, which keeps its schedule; past this grace the run is abandoned.
+FAILURE_GRACE_S = 30.0
+
+
+class RunAbandoned(RunFailed):
+    """The SUT failed and LoadGen's own thread is still running its schedule."""
+
+
+@dataclass
+class RunOutcome:
+    paths: ResultPaths
+    result: dict[str, Any]
+    summary: Summary | None
+    accuracy: AccuracyResult | None
+
+
+def model_spec(config: RunConfig) -> ModelSpec:
+    r = config.request
+    return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
+
+
+def backend_options(config: RunConfig) -> BackendOptions:
+    k = config.knobs
+    return BackendOptions(
+        device=config.device.device,
+        max_batch=int(k["max_batch"]),
+        in_flight=int(k["in_flight"]),
+        cuda_graphs=bool(k["cuda_graphs"]),
+        channels_last=config.request.channels_last,
+        compile=config.request.compile,
+        staging=str(k["staging"]),
+        threads=k.get("threads"),
+    )
+
+
+def make_dataset(config: RunConfig) -> Dataset:
+    r = config.request
+    if r.dataset == "imagenet":
+        from sut.imagenet import ImageNetDataset
+
+        dataset = ImageNetDataset(r.dataset_path, image_size=r.image_size, count=r.dataset_count)
+        dataset.preprocess_all(progress=True)  # decode JPEGs now, never inside the timed run
+        return dataset
+    kwargs = {"count": r.dataset_count} if r.dataset_count else {}
+    return SyntheticDataset(image_size=r.image_size, **kwargs)
+
+
+def load_backend(config: RunConfig) -> Backend:
+    r = config.request
+    backend = create_backend(config.backend, model_spec(config), backend_options(config))
+    log.info("loading %s %s on %s (%s)", r.model, r.precision, config.device.name, config.backend)
+    backend.load()
+    return backend
+
+
+def execute(config: RunConfig, show_progress: bool = True, backend: Backend | None = None,
+            dataset: Dataset | None = None) -> RunOutcome:
+    """One run. A caller running many (the benchmark) passes a loaded backend and dataset
+    built from an equivalent config; they are reused, not closed."""
+    r = config.request
+    paths = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode)
+    prepare_run_dir(paths, r.overwrite)
+    started = dt.datetime.now(dt.timezone.utc)
+    dataset = dataset or make_dataset(config)
+    owned = backend is None
+    backend = backend or load_backend(config)
+    try:
+        stats = _run_loadgen(config, paths, dataset, backend, show_progress)
+        backend_info = backend.describe()
+    finally:
+        if owned:
+            backend.close()
+    summary = parse_summary(paths.run_dir / "mlperf_log_summary.txt") if r.mode == "performance" else None
+    detail = parse_detail(paths.run_dir / "mlperf_log_detail.txt")
+    accuracy = None
+    if r.mode == "accuracy" and stats["failure"] is None:
+        accuracy = _score_accuracy(config, paths, dataset)
+    result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
+    record_run(paths, result)
+    (paths.user_conf).write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
+    write_json_atomic(paths.run_dir / "settings.json", config.to_json())
+    write_json_atomic(paths.system_json, describe_system(config.system_name, config.device.device, config.device.count, backend_info))
+    if stats["failure"] is not None:
+        raise RunFailed(f"the backend failed during the run: {stats['failure']} (results in {paths.run_dir})")
+    return RunOutcome(paths, result, summary, accuracy)
+
+
+def _with_sources(config: RunConfig) -> dict[str, tuple[Any, str]]:
+    return {attr: (value, config.provenance.get(f"loadgen.{attr}", "?")) for attr, value in config.loadgen.items()}
+
+
+def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backend: Backend,
+                 show_progress: bool) -> dict[str, Any]:
+    r = config.request
+    performance_count = int(config.loadgen.get("performance_sample_count_override") or dataset.count)
+    if performance_count > dataset.count:
+        log.info("performance sample count %d exceeds the dataset's %d samples; using %d",
+                 performance_count, dataset.count, dataset.count)
+        performance_count = dataset.count
+        config.loadgen["performance_sample_count_override"] = performance_count
+        config.provenance["loadgen.performance_sample_count_override"] = f"dataset size ({dataset.count} samples)"
+    qsl = LoadgenQSL(dataset, backend, performance_count)
+    if r.mode == "performance":
+        size_run_from_warmup(config, backend)
+    settings = build_test_settings(r.scenario, r.mode, config.loadgen)
+    sut = LoadgenSUT(backend, qsl, r.scenario, int(config.knobs["batch_timeout_us"]))
+    # A path that does not exist: a stray ./audit.config must never alter a normal run.
+    audit_config = paths.run_dir / "audit.config"
+    thread_error: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut.handle, qsl.handle, settings, build_log_settings(paths.run_dir), str(audit_config))
+        except BaseException as exc:  # pragma: no cover - LoadGen raises only on misuse
+            thread_error.append(exc)
+
+    expected = config.loadgen.get("min_duration_ms", 0) / 1000.0 if r.mode == "performance" else None
+    runner = threading.Thread(target=start, name="loadgen", daemon=True)
+    t0 = time.monotonic()
+    with Progress(f"{r.scenario} {r.mode}", lambda: sut.samples_completed, expected, enabled=show_progress):
+        runner.start()
+        failed_at = None
+        while runner.is_alive():
+            runner.join(0.2)
+            if sut.failure is not None and failed_at is None:
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > FAILURE_GRACE_S and runner.is_alive():
+                raise RunAbandoned(
+                    f"the backend failed ({sut.failure}); LoadGen was still running its schedule "
+                    f"{FAILURE_GRACE_S:.0f} s later, so the run was abandoned"
+                )
+    wall_s = time.monotonic() - t0
+    sut.shutdown()
+    qsl.destroy()
+    if thread_error:
+        raise RunFailed(f"LoadGen failed: {thread_error[0]}")
+    failure = sut.failure
+    batches = sut.pipeline.batches_run
+    return {
+        "failure": f"{type(failure).__name__}: {failure}" if failure else None,
+        "wall_s": wall_s,
+        "samples_completed": sut.samples_completed,
+        "batches": batches,
+        "mean_batch": (sut.pipeline.samples_run / batches) if batches else None,
+        "performance_sample_count": qsl.performance_count,
+    }
+
+
+# Expected latency / throughput only size LoadGen's query schedule. Set too slow, LoadGen
+# runs out of queries ("Ending early", an error) or ends Offline before min duration.
+_SIZING_ATTRS = {
+    "SingleStream": "single_stream_expected_latency_ns",
+    "MultiStream": "multi_stream_expected_latency_ns",
+    "Offline": "offline_expected_qps",
+}
+_USER_LAYERS = ("user.conf", "CLI")
+
+
+def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 0.5) -> None:
+    """Replace a too-conservative profile or mlperf.conf sizing value by a warm-up
+    measurement; values the user set (user.conf, CLI) are left alone."""
+    attr = _SIZING_ATTRS.get(config.scenario)
+    if attr is None:
+        return
+    source = config.provenance.get(f"loadgen.{attr}", "")
+    if source.startswith(_USER_LAYERS):
+        return
+    batch = int(config.knobs["max_batch"])
+    per_batch = backend.time_tight_loop(batch, 1)
+    iterations = max(1, min(50, int(budget_s / max(per_batch, 1e-6))))
+    per_batch = backend.time_tight_loop(batch, iterations) / iterations
+    current = config.loadgen.get(attr)
+    if attr == "offline_expected_qps":
+        measured: float = batch / per_batch
+        better = current is None or measured > current
+    else:
+        measured = int(per_batch * 1e9)
+        better = current is None or measured < current
+    if better:
+        log.info("sizing: %s %s -> %s (warm-up measurement; was %s from %s)", attr, current, measured, current, source)
+        config.loadgen[attr] = measured
+        config.provenance[f"loadgen.{attr}"] = f"warm-up measurement (replaced {current} from {source or 'default'})"
+
+
+def _score_accuracy(config: RunConfig, paths: ResultPaths, dataset: Dataset) -> AccuracyResult:
+    predictions = predictions_from_log(paths.run_dir / "mlperf_log_accuracy.json")
+    labels = dataset.labels()
+    if labels is not None:
+        result = score(predictions, labels, "accuracy")
+        note = "top-1 against the dataset's labels"
+    else:
+        reference = reference_top1(model_spec(config), dataset, config.device.device)
+        result = score(predictions, reference, "fp32_agreement")
+        note = ("agreement with the FP32 reference model's top-1 on synthetic data, which has no "
+                "labels: a fidelity figure, not an accuracy")
+    (paths.run_dir / "accuracy.txt").write_text(f"{result.line()}\n# {note}\n")
+    return result
+
+
+def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, backend_info: dict[str, Any],
+                 stats: dict[str, Any], summary: Summary | None, detail: Any,
+                 accuracy: AccuracyResult | None) -> dict[str, Any]:
+    r = config.request
+    result: dict[str, Any] = {
+        "deepgap_version": __version__,
+        "status": "failed" if stats["failure"] else "ok",
+        "started_utc": started.isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "config": config.to_json(),
+        "dataset": dataset.describe(),
+        "backend": backend_info,
+        "harness": stats,
+        "loadgen_errors": [list(e) for e in detail.errors],
+        "loadgen_result": detail.result,
+    }
+    if r.weights == "seeded":
+        result["weights_note"] = SEEDED_WEIGHTS_NOTE
+    if summary is not None:
+        valid, reasons = summary.result_valid, list(summary.invalid_reasons)
+        # The summary's verdict skips "min queries" unless max duration is set; the detail
+        # log's (which MLPerf's checker reads) never does. Report the stricter one.
+        if detail.result.get("validity") == "INVALID" and valid:
+            valid = False
+            reasons.append(f"detail log: {detail.result.get('invalid_reason') or 'result_validity INVALID'}")
+        result["summary"] = {
+            "scenario": summary.scenario,
+            "valid": valid,
+            "invalid_reasons": reasons,
+            "metric": summary.headline_metric_name,
+            "value": summary.headline_value,
+            "percentiles_ns": summary.percentiles_ns,
+            "mean_latency_ns": summary.mean_latency_ns,
+            "early_stopping_satisfied": summary.early_stopping_satisfied,
+            "min_duration_satisfied": summary.min_duration_satisfied,
+            "min_queries_satisfied": summary.min_queries_satisfied,
+        }
+    if accuracy is not None:
+        result["accuracy"] = accuracy.to_json()
+    return result

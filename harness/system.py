@@ -1,0 +1,103 @@
+"""Describes the system under test for systems/<system>.json and every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _nvml_info() -> dict[str, Any]:
+    """Driver and per-GPU facts from NVML; {'available': False, 'reason': ...} without it."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"available": False, "reason": "nvidia-ml-py is not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"available": False, "reason": f"NVML could not start: {exc}"}
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            gpus.append(
+                {
+                    "name": _text(pynvml.nvmlDeviceGetName(handle)),
+                    "memory_gib": round(memory.total / 2**30, 1),
+                    "power_limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000.0,
+                    "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                }
+            )
+        return {
+            "available": True,
+            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "gpus": gpus,
+        }
+    except pynvml.NVMLError as exc:
+        return {"available": False, "reason": f"NVML query failed: {exc}"}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def describe_system(system_name: str, device: str, gpu_count: int, backend_info: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "system_name": system_name,
+        "accelerators_per_node": gpu_count if device != "cpu" else 0,
+        "host_processor_model_name": _cpu_model(),
+        "host_processor_core_count": os.cpu_count(),
+        "host_memory_gib": _memory_gib(),
+        "operating_system": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "software": {
+            "torch": torch.__version__,
+            "torchvision": _version("torchvision"),
+            "mlcommons-loadgen": _version("mlcommons-loadgen"),
+            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+            "numpy": _version("numpy"),
+        },
+        "backend": backend_info,
+    }
+    if device != "cpu":
+        info["accelerator_model_name"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["nvml"] = _nvml_info()
+    else:
+        info["nvml"] = {"available": False, "reason": "CPU run"}
+    return info

@@ -1,0 +1,1 @@
+"""Scenario definitions: GPU profiles (per-GPU, per-model tuned defaults) and run profiles."""

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+setup(
+    name="deepgap",
+    version="0.1.0",
+    description="MLPerf LoadGen inference benchmarks for ResNet18/50/101 on NVIDIA GPUs and CPUs",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*"]),
+    package_data={"scenarios": ["*.yaml", "profiles/*.yaml"]},
+    install_requires=[
+        "mlcommons-loadgen>=6.0",
+        "torch>=2.11",
+        "torchvision>=0.26",
+        "numpy>=1.26",
+        "pyyaml>=6.0",
+        "pillow>=10.0",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "nvidia-ml-py>=12.535",
+    ],
+    extras_require={
+        "gpu": ["nvidia-ml-py>=12.535"],
+        "onnx-gpu": ["onnxruntime-gpu>=1.17"],
+        "tensorrt": ["tensorrt>=10.0"],
+        "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
+    },
+    entry_points={"console_scripts": ["deepgap=harness.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""System under test: LoadGen SUT/QSL adapters, dynamic batcher, backends, data."""

@@ -1,0 +1,107 @@
+"""The backend interface: load a model, stage inputs, run a batch, describe itself.
+
+A backend knows nothing of LoadGen or of batching policy. The SUT hands it rows of its
+staging buffer; it returns a `PendingBatch` whose `wait()` yields the top-1 class of each
+row as int32. CUDA backends return before the batch finishes so several batches overlap.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+MODELS = ("resnet18", "resnet50", "resnet101")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What network to run and with which weights."""
+
+    name: str
+    precision: str
+    weights: str = "seeded"  # "seeded", "torchvision" or a path to a state dict
+    seed: int = 0
+    image_size: int = 224
+    num_classes: int = 1000
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to run it. Resolved from profile YAML and CLI before any backend is built."""
+
+    device: str = "cpu"  # "cpu" or "cuda" (optionally "cuda:N")
+    max_batch: int = 1
+    in_flight: int = 1  # batches allowed in flight at once (CUDA streams)
+    cuda_graphs: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    staging: str = "device"  # "device" (GPU-resident) or "host" (pinned host memory)
+    threads: int | None = None  # CPU intra-op threads; None keeps the runtime's default
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PendingBatch(Protocol):
+    """A batch that was launched. `wait` blocks until its results are on the host."""
+
+    def wait(self) -> np.ndarray:
+        """Top-1 class per row, int32, valid until `release`."""
+        ...
+
+    def release(self) -> None:
+        """Give the batch's buffers back to the backend."""
+        ...
+
+
+class DonePending:
+    """A batch that finished synchronously (CPU backends)."""
+
+    def __init__(self, top1: np.ndarray) -> None:
+        self._top1 = top1
+
+    def wait(self) -> np.ndarray:
+        return self._top1
+
+    def release(self) -> None:
+        pass
+
+
+class Backend(abc.ABC):
+    """One inference runtime. Subclasses are registered by name in `sut.backends`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model: ModelSpec, options: BackendOptions) -> None:
+        self.model = model
+        self.options = options
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Build or load the network and warm it up. Raises BackendError."""
+
+    @abc.abstractmethod
+    def allocate_staging(self, capacity: int) -> None:
+        """Reserve room for `capacity` preprocessed samples (the performance set)."""
+
+    @abc.abstractmethod
+    def stage(self, rows: np.ndarray, samples: np.ndarray) -> None:
+        """Prepare inputs: copy float32 NCHW `samples` into staging rows `rows`."""
+
+    @abc.abstractmethod
+    def run_batch(self, rows: np.ndarray) -> PendingBatch:
+        """Run the staged samples at `rows` (int64). May return before the work is done."""
+
+    @abc.abstractmethod
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        """Seconds for `iterations` back-to-back batches of the staged rows 0..batch_size-1,
+        through the backend's own fastest path (no harness in between)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Versions, device and options actually in effect, for results and reports."""
+
+    def close(self) -> None:
+        """Free device resources. Safe to call twice."""

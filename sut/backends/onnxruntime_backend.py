@@ -1,0 +1,210 @@
+"""ONNX Runtime backend: the torchvision network exported to ONNX, run by an InferenceSession.
+
+Inputs are staged in a host numpy array; ONNX Runtime copies each batch to the device
+itself, so batches run synchronously and `run_batch` returns a finished `DonePending`.
+Only fp32 for now: int8 needs a calibration pass, and fp16/bf16 belong to the torch
+backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.errors import BackendError
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
+from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
+
+log = logging.getLogger(__name__)
+
+_CPU_PROVIDER = "CPUExecutionProvider"
+_CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class OnnxRuntimeBackend(Backend):
+    name: ClassVar[str] = "onnxruntime"
+
+    def __init__(self, model: ModelSpec, options: BackendOptions) -> None:
+        super().__init__(model, options)
+        self._session: Any = None  # onnxruntime.InferenceSession once loaded
+        self._staging: np.ndarray | None = None
+        self._model_path: Path | None = None
+        self._ort_version: str | None = None
+        self._requested_providers: list[str] = []
+        # Kept apart from the session so describe() still answers after close().
+        self._session_providers: list[str] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        if self.model.precision != "fp32":
+            raise BackendError(
+                "onnxruntime backend supports fp32 only for now (int8 comes with "
+                "calibration); use --backend torch for fp16/bf16"
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError("onnxruntime is not installed: pip install onnxruntime") from exc
+        self._ort_version = ort.__version__
+
+        providers = self._providers_for_device(ort)
+        self._requested_providers = [p if isinstance(p, str) else p[0] for p in providers]
+
+        cache_dir = self.options.extra.get("cache_dir")
+        self._model_path = export_onnx(self.model, cache_dir)
+
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.options.threads is not None:
+            session_options.intra_op_num_threads = int(self.options.threads)
+        try:
+            session = ort.InferenceSession(
+                str(self._model_path), sess_options=session_options, providers=providers
+            )
+        except Exception as exc:
+            raise BackendError(
+                f"onnxruntime could not load {self._model_path}: {_first_line(exc)}"
+            ) from exc
+
+        used = list(session.get_providers())
+        if _CUDA_PROVIDER in self._requested_providers and _CUDA_PROVIDER not in used:
+            # ONNX Runtime quietly falls back to the CPU when the CUDA provider's libraries
+            # (CUDA, cuDNN) fail to load; a GPU benchmark must not silently measure the CPU.
+            raise BackendError(
+                "onnxruntime could not start CUDAExecutionProvider (check that the CUDA and "
+                f"cuDNN versions match onnxruntime-gpu {ort.__version__}); session providers: "
+                f"{', '.join(used)}"
+            )
+        self._check_io(session)
+        self._session = session
+        self._session_providers = used
+
+        # The first run allocates the memory arena and picks kernels; keep that out of
+        # the measurement.
+        size = self.model.image_size
+        warmup = np.zeros((max(1, self.options.max_batch), 3, size, size), dtype=np.float32)
+        self._run(warmup)
+        log.info(
+            "onnxruntime %s session ready: %s on %s",
+            ort.__version__,
+            self._model_path.name,
+            ", ".join(used),
+        )
+
+    def close(self) -> None:
+        self._session = None
+        self._staging = None
+
+    # -- staging and running -----------------------------------------------------------
+
+    def allocate_staging(self, capacity: int) -> None:
+        if capacity < 1:
+            raise BackendError(f"staging capacity must be at least 1, got {capacity}")
+        size = self.model.image_size
+        self._staging = np.zeros((capacity, 3, size, size), dtype=np.float32)
+
+    def stage(self, rows: np.ndarray, samples: np.ndarray) -> None:
+        staging = self._require_staging()
+        staging[np.asarray(rows, dtype=np.int64)] = samples
+
+    def run_batch(self, rows: np.ndarray) -> DonePending:
+        staging = self._require_staging()
+        # Fancy indexing gathers the rows into a fresh C-contiguous batch, which is what
+        # the session needs as its input tensor.
+        batch = np.take(staging, np.asarray(rows, dtype=np.int64), axis=0)
+        if batch.shape[0] == 0:
+            return DonePending(np.empty(0, dtype=np.int32))
+        logits = self._run(batch)
+        return DonePending(np.argmax(logits, axis=1).astype(np.int32))
+
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        session = self._require_session()
+        staging = self._require_staging()
+        if not 1 <= batch_size <= staging.shape[0]:
+            raise BackendError(
+                f"tight loop batch size {batch_size} does not fit the {staging.shape[0]} "
+                "staged rows"
+            )
+        feed = {INPUT_NAME: np.ascontiguousarray(staging[:batch_size])}
+        outputs = [OUTPUT_NAME]
+        run = session.run
+        try:
+            start = time.perf_counter()
+            for _ in range(iterations):
+                run(outputs, feed)
+            return time.perf_counter() - start
+        except Exception as exc:
+            raise BackendError(f"onnxruntime inference failed: {_first_line(exc)}") from exc
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "onnxruntime_version": self._ort_version,
+            "providers": self._session_providers,
+            "requested_providers": self._requested_providers,
+            "model_path": str(self._model_path) if self._model_path is not None else None,
+            "model_format": f"onnx opset {OPSET_VERSION}, fp32, dynamic batch",
+            "precision": self.model.precision,
+            "device": self.options.device,
+            "threads": self.options.threads,
+            "graph_optimization": "all",
+            "staging": "host",
+        }
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _providers_for_device(self, ort: Any) -> list[str | tuple[str, dict[str, Any]]]:
+        device = self.options.device
+        if device == "cpu":
+            return [_CPU_PROVIDER]
+        if device == "cuda" or device.startswith("cuda:"):
+            available = list(ort.get_available_providers())
+            if _CUDA_PROVIDER not in available:
+                raise BackendError(
+                    "onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is not "
+                    f"installed); available providers: {', '.join(available)}"
+                )
+            index = device.partition(":")[2] or "0"
+            if not index.isdigit():
+                raise BackendError(f"bad device {device!r}: expected cpu, cuda or cuda:N")
+            # CPU stays listed so ONNX Runtime can place the few shape ops CUDA lacks.
+            return [(_CUDA_PROVIDER, {"device_id": int(index)}), _CPU_PROVIDER]
+        raise BackendError(f"onnxruntime backend: unsupported device {device!r} (cpu or cuda)")
+
+    def _check_io(self, session: Any) -> None:
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+            raise BackendError(
+                f"{self._model_path} has inputs {inputs} and outputs {outputs}; expected "
+                f"{INPUT_NAME!r} -> {OUTPUT_NAME!r} (delete the cached file to re-export)"
+            )
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        session = self._require_session()
+        try:
+            return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        except Exception as exc:
+            raise BackendError(f"onnxruntime inference failed: {_first_line(exc)}") from exc
+
+    def _require_session(self) -> Any:
+        if self._session is None:
+            raise BackendError("onnxruntime backend is not loaded (call load() first)")
+        return self._session
+
+    def _require_staging(self) -> np.ndarray:
+        if self._staging is None:
+            raise BackendError("onnxruntime backend has no staging buffer (allocate_staging)")
+        return self._staging
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,307 @@
+"""PyTorch on the CPU or a CUDA GPU: fp32, fp16, bf16; channels_last, cuDNN autotune,
+CUDA graphs per batch-size bucket, optional torch.compile.
+
+Staged samples live in one NHWC buffer (GPU-resident by default, or pinned host memory).
+On CUDA each in-flight slot owns a stream, index/output buffers and, with graphs, one
+captured graph per bucket that gathers the batch from staging, runs the network and
+takes the arg-max, so a batch costs a handful of Python calls whatever its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.errors import BackendError, DeviceError
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
+from sut.models import build_model, weights_description
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def batch_buckets(max_batch: int) -> list[int]:
+    """Powers of two below max_batch, and max_batch: padding wastes at most half a batch."""
+    buckets = []
+    size = 1
+    while size < max_batch:
+        buckets.append(size)
+        size *= 2
+    buckets.append(max_batch)
+    return buckets
+
+
+@dataclass
+class _Slot:
+    stream: Any
+    event: Any
+    idx_host: Any  # pinned int64 (max_batch,)
+    idx_dev: Any  # device int64 (max_batch,)
+    out_host: Any  # pinned int32 (max_batch,)
+    in_host: Any = None  # host staging only: pinned (max_batch, S, S, 3)
+    in_dev: Any = None  # host staging only: device (max_batch, S, S, 3)
+    graphs: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # bucket -> (graph, out)
+    pool: Any = None
+
+
+class _CudaPending:
+    def __init__(self, backend: "TorchBackend", slot: _Slot, count: int) -> None:
+        self._backend = backend
+        self._slot = slot
+        self._count = count
+
+    def wait(self) -> np.ndarray:
+        self._slot.event.synchronize()
+        return self._slot.out_host.numpy()[: self._count]
+
+    def release(self) -> None:
+        self._backend._free_slots.put(self._slot)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: ModelSpec, options: BackendOptions) -> None:
+        super().__init__(model, options)
+        self._torch: Any = None
+        self._net: Any = None
+        self._staged: Any = None
+        self._slots: list[_Slot] = []
+        self._free_slots: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+
+    @property
+    def _cuda(self) -> bool:
+        return self.options.device.startswith("cuda")
+
+    def load(self) -> None:
+        import torch
+
+        self._torch = torch
+        precision = self.model.precision
+        if precision not in _DTYPES:
+            raise BackendError(
+                f"torch backend does not run {precision}; it supports fp32, fp16 and bf16"
+            )
+        if self._cuda:
+            if not torch.cuda.is_available():
+                raise DeviceError("torch backend: CUDA requested but no CUDA device is visible")
+            requested = torch.device(self.options.device)
+            # An explicit index keeps device comparisons exact ("cuda" != "cuda:0").
+            index = requested.index if requested.index is not None else torch.cuda.current_device()
+            self._device = torch.device("cuda", index)
+            torch.cuda.set_device(self._device)
+            if precision == "bf16" and not torch.cuda.is_bf16_supported():
+                raise DeviceError(
+                    f"{torch.cuda.get_device_name(self._device)} has no bf16 support; use fp16"
+                )
+            torch.backends.cudnn.benchmark = True
+        else:
+            if precision != "fp32":
+                raise DeviceError(
+                    f"torch backend runs {precision} on CUDA GPUs only; use fp32 on the CPU"
+                )
+            self._device = torch.device("cpu")
+            if self.options.threads:
+                torch.set_num_threads(self.options.threads)
+        self._dtype = getattr(torch, _DTYPES[precision])
+        net = build_model(self.model).to(self._device, self._dtype)
+        if self.options.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if self.options.compile:
+            net = torch.compile(net, mode="max-autotune-no-cudagraphs")
+        self._net = net
+
+    def _infer(self, nhwc):
+        """Run the network on gathered NHWC images; top-1 as int32, all on device."""
+        torch = self._torch
+        images = nhwc.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
+        if not self.options.channels_last:
+            images = images.contiguous()
+        with torch.inference_mode():
+            return self._net(images).argmax(dim=1).to(torch.int32)
+
+    def _graph_input(self, slot: _Slot, count: int):
+        """What a slot's batch reads: a gather from GPU-resident staging, or the slot's own
+        device buffer that host-staged rows were copied into."""
+        if self._staged.device == self._device:
+            return self._torch.index_select(self._staged, 0, slot.idx_dev[:count])
+        return slot.in_dev[:count]
+
+    def allocate_staging(self, capacity: int) -> None:
+        torch = self._torch
+        if self._staged is not None and self._staged.shape[0] == capacity:
+            return  # same size: keep the buffer and the graphs captured against it
+        size = self.model.image_size
+        on_device = self._cuda and self.options.staging == "device"
+        self._staged = torch.zeros(
+            (capacity, size, size, 3),
+            dtype=self._dtype,
+            device=self._device if on_device else "cpu",
+            pin_memory=self._cuda and not on_device,
+        )
+        if self._cuda:
+            self._build_slots()
+
+    def stage(self, rows: np.ndarray, samples: np.ndarray) -> None:
+        torch = self._torch
+        nhwc = torch.from_numpy(np.ascontiguousarray(samples.transpose(0, 2, 3, 1)))
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self._staged.device)
+        self._staged.index_copy_(0, index, nhwc.to(self._staged.device, self._dtype))
+        if self._cuda:
+            torch.cuda.synchronize(self._device)
+
+    def _build_slots(self) -> None:
+        torch = self._torch
+        self._slots = []
+        self._free_slots = queue.Queue()
+        max_batch = self.options.max_batch
+        for _ in range(max(1, self.options.in_flight)):
+            slot = _Slot(
+                stream=torch.cuda.Stream(self._device),
+                event=torch.cuda.Event(),
+                idx_host=torch.zeros(max_batch, dtype=torch.int64, pin_memory=True),
+                idx_dev=torch.zeros(max_batch, dtype=torch.int64, device=self._device),
+                out_host=torch.zeros(max_batch, dtype=torch.int32, pin_memory=True),
+            )
+            if self._staged.device != self._device:
+                shape = (max_batch, *self._staged.shape[1:])
+                slot.in_host = torch.zeros(shape, dtype=self._dtype, pin_memory=True)
+                slot.in_dev = torch.zeros(shape, dtype=self._dtype, device=self._device)
+            if self.options.cuda_graphs:
+                slot.pool = torch.cuda.graph_pool_handle()
+                for bucket in batch_buckets(max_batch):
+                    slot.graphs[bucket] = self._capture(slot, bucket)
+            self._slots.append(slot)
+            self._free_slots.put(slot)
+        torch.cuda.synchronize(self._device)
+        log.info(
+            "torch: %d CUDA slot(s), graphs for batch buckets %s",
+            len(self._slots),
+            batch_buckets(max_batch) if self.options.cuda_graphs else "off",
+        )
+
+    def _capture(self, slot: _Slot, bucket: int):
+        torch = self._torch
+        # Warm-up on the slot's stream runs cuDNN autotuning outside the capture.
+        with torch.cuda.stream(slot.stream):
+            for _ in range(2):
+                self._infer(self._graph_input(slot, bucket))
+        slot.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream):
+            out = self._infer(self._graph_input(slot, bucket))
+        return graph, out
+
+    def run_batch(self, rows: np.ndarray):
+        if not self._cuda:
+            rows_t = self._torch.from_numpy(np.asarray(rows, dtype=np.int64))
+            nhwc = self._torch.index_select(self._staged, 0, rows_t)
+            return DonePending(self._infer(nhwc).numpy())
+        count = len(rows)
+        if count > self.options.max_batch:
+            raise BackendError(f"batch of {count} exceeds max batch {self.options.max_batch}")
+        slot = self._free_slots.get()
+        try:
+            self._launch(slot, rows, count)
+        except BaseException:
+            self._free_slots.put(slot)
+            raise
+        return _CudaPending(self, slot, count)
+
+    def _launch(self, slot: _Slot, rows: np.ndarray, count: int) -> None:
+        torch = self._torch
+        host_staged = slot.in_host is not None
+        if host_staged:
+            rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+            torch.index_select(self._staged, 0, rows_t, out=slot.in_host[:count])
+        else:
+            slot.idx_host.numpy()[:count] = rows
+        bucket = next(b for b in slot.graphs if b >= count) if slot.graphs else count
+        # Entries past `count` keep earlier, valid rows or pixels: the padding computes
+        # throwaway results instead of reading out of bounds.
+        with torch.cuda.stream(slot.stream):
+            if host_staged:
+                slot.in_dev[:count].copy_(slot.in_host[:count], non_blocking=True)
+            else:
+                slot.idx_dev[:bucket].copy_(slot.idx_host[:bucket], non_blocking=True)
+            if slot.graphs:
+                graph, out = slot.graphs[bucket]
+                graph.replay()
+            else:
+                out = self._infer(self._graph_input(slot, count))
+            slot.out_host[:count].copy_(out[:count], non_blocking=True)
+            slot.event.record(slot.stream)
+
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        torch = self._torch
+        import time
+
+        if not self._cuda:
+            nhwc = self._staged[:batch_size]
+            self._infer(nhwc)
+            start = time.perf_counter()
+            for _ in range(iterations):
+                self._infer(nhwc)
+            return time.perf_counter() - start
+        slot = self._free_slots.get()
+        try:
+            slot.idx_dev[:batch_size].copy_(torch.arange(batch_size))
+            if slot.in_dev is not None:
+                slot.in_dev[:batch_size].copy_(self._staged[:batch_size])
+            graph_out = slot.graphs.get(batch_size)
+            if graph_out:
+                run = graph_out[0].replay
+            else:
+                def run():
+                    self._infer(self._graph_input(slot, batch_size))
+            with torch.cuda.stream(slot.stream):
+                run()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record(slot.stream)
+                for _ in range(iterations):
+                    run()
+                end.record(slot.stream)
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        finally:
+            self._free_slots.put(slot)
+
+    def describe(self) -> dict[str, Any]:
+        torch = self._torch
+        info: dict[str, Any] = {
+            "backend": self.name,
+            "torch": torch.__version__ if torch else None,
+            "device": self.options.device,
+            "precision": self.model.precision,
+            "weights": weights_description(self.model),
+            "channels_last": self.options.channels_last,
+            "compile": self.options.compile,
+            "max_batch": self.options.max_batch,
+        }
+        if self._cuda and torch is not None:
+            info.update(
+                gpu=torch.cuda.get_device_name(self._device),
+                cuda_graphs=self.options.cuda_graphs,
+                graph_buckets=batch_buckets(self.options.max_batch) if self.options.cuda_graphs else [],
+                in_flight=self.options.in_flight,
+                staging=self.options.staging,
+                cudnn=torch.backends.cudnn.version(),
+            )
+        elif torch is not None:
+            info["threads"] = torch.get_num_threads()
+        return info
+
+    def close(self) -> None:
+        self._slots = []
+        self._free_slots = queue.Queue()
+        self._staged = None
+        self._net = None
+        if self._cuda and self._torch is not None:
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,363 @@
+"""An ImageNet validation folder as a Dataset, preprocessed like the MLPerf ResNet50 reference.
+
+Layout: `<path>/val_map.txt` holds lines `<file> <label>` (e.g.
+`ILSVRC2012_val_00000001.JPEG 65`); image files are relative to `<path>`.
+
+Decoding and resizing JPEGs is far slower than inference, so each sample's uint8 crop is
+cached as one `.npy` file and normalised on load. Normalising a cached uint8 crop gives
+exactly the float32 values a fresh decode would, at a quarter of float32's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import re
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from harness.errors import DatasetError
+from sut.data import normalize_uint8_hwc
+
+log = logging.getLogger(__name__)
+
+VAL_MAP = "val_map.txt"
+CACHE_ENV = "DEEPGAP_CACHE"
+DEFAULT_CACHE_ROOT = Path("~/.cache/deepgap")
+# Part of the cache key: bump it whenever the pixels produced for a file change, so stale
+# caches are ignored instead of silently reused.
+PREPROCESS_VERSION = "mlperf-resnet50-v1:exif,rgb,box|bilinear,short=8S/7,center-crop,uint8"
+
+_EXIF_ORIENTATION = 0x0112
+_LABEL = re.compile(r"[0-9]+")
+_SNIPPET_CHARS = 60
+_PROGRESS_STEPS = 20
+_DEFAULT_MAX_WORKERS = 8
+# Errors PIL raises for files that are not, or no longer, decodable images.
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Errors np.load raises for truncated or garbage files.
+_NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError)
+
+
+class ImageNetDataset:
+    """ImageNet validation images with labels, served as normalised float32 NCHW."""
+
+    name = "imagenet"
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_size: int = 224,
+        count: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.image_size = image_size
+        _check_folder(self.path)
+        entries = _parse_map(self.path / VAL_MAP)
+        entries = _limit(entries, count, self.path / VAL_MAP)
+        _check_images_exist(self.path, [file for file, _ in entries])
+        self._files = [file for file, _ in entries]
+        self._labels = np.array([label for _, label in entries], dtype=np.int64)
+        self.count = len(entries)
+        self.cache_dir = _cache_root(cache_dir) / _cache_key(self.path, image_size)
+        self._cache_bytes = _npy_size((image_size, image_size, 3))
+
+    # -- Dataset protocol ---------------------------------------------------------------
+
+    def load(self, indices: np.ndarray) -> np.ndarray:
+        """Normalised float32 (k, 3, S, S) for `indices`, decoding only uncached images."""
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size == 0:
+            return np.empty((0, 3, self.image_size, self.image_size), dtype=np.float32)
+        out_of_range = idx[(idx < 0) | (idx >= self.count)]
+        if out_of_range.size:
+            raise IndexError(
+                f"index {int(out_of_range[0])} out of range for {self.count} samples"
+            )
+        return normalize_uint8_hwc(np.stack([self._crop(int(i)) for i in idx]))
+
+    def labels(self) -> np.ndarray:
+        return self._labels.copy()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "count": self.count,
+            "image_size": self.image_size,
+            "labels": True,
+            "cache_dir": str(self.cache_dir),
+        }
+
+    # -- cache ----------------------------------------------------------------------------
+
+    def preprocess_all(self, progress: bool = False, workers: int | None = None) -> None:
+        """Fill the cache for every sample, so timed runs never decode JPEGs.
+
+        Files whose size matches a complete crop are trusted here (re-reading 50 000 files
+        would cost more than it saves); `load` still regenerates any that fail to parse.
+        """
+        todo = [i for i in range(self.count) if not self._looks_cached(i)]
+        if progress:
+            log.info(
+                "imagenet: %d of %d images need preprocessing into %s",
+                len(todo), self.count, self.cache_dir,
+            )
+        if not todo:
+            return
+        workers = workers or min(_DEFAULT_MAX_WORKERS, os.cpu_count() or 1)
+        started = time.monotonic()
+        step = max(1, len(todo) // _PROGRESS_STEPS)
+        # Threads suffice: PIL releases the GIL while decoding and resizing.
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagenet-prep")
+        try:
+            for done, _ in enumerate(pool.map(self._fill, todo), start=1):
+                if progress and (done % step == 0 or done == len(todo)):
+                    rate = done / max(time.monotonic() - started, 1e-9)
+                    log.info("imagenet: preprocessed %d/%d (%.0f images/s)", done, len(todo), rate)
+        except BaseException:
+            # Without cancelling, the pool would finish every queued image before raising.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+    def cache_file(self, index: int) -> Path:
+        """Where sample `index`'s uint8 crop is cached."""
+        # Quoting keeps map entries with subfolders flat and collision-free.
+        return self.cache_dir / (quote(self._files[index], safe="") + ".npy")
+
+    def _crop(self, index: int) -> np.ndarray:
+        cached = self._read_cached(index)
+        if cached is not None:
+            return cached
+        return self._fill(index)
+
+    def _fill(self, index: int) -> np.ndarray:
+        crop = preprocess_image(self.path / self._files[index], self.image_size)
+        _write_atomic(self.cache_file(index), crop)
+        return crop
+
+    def _looks_cached(self, index: int) -> bool:
+        try:
+            return self.cache_file(index).stat().st_size == self._cache_bytes
+        except OSError:
+            return False
+
+    def _read_cached(self, index: int) -> np.ndarray | None:
+        path = self.cache_file(index)
+        try:
+            crop = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except _NPY_ERRORS as exc:
+            log.warning(
+                "imagenet: regenerating unreadable cache file %s (%s)", path, _one_line(exc)
+            )
+            return None
+        expected = (self.image_size, self.image_size, 3)
+        if crop.shape != expected or crop.dtype != np.uint8:
+            log.warning(
+                "imagenet: regenerating cache file %s (%s %s, expected uint8 %s)",
+                path, crop.dtype, crop.shape, expected,
+            )
+            return None
+        return crop
+
+
+# -- preprocessing --------------------------------------------------------------------------
+
+
+def resize_short_side(image_size: int) -> int:
+    """Shorter side before cropping: the reference's int(100 * S / 87.5), i.e. 256 for 224.
+
+    Integer arithmetic gives the same value as the reference's float expression for every S
+    (87.5 is exact in binary) without depending on float rounding.
+    """
+    return (8 * image_size) // 7
+
+
+def scaled_size(width: int, height: int, image_size: int) -> tuple[int, int]:
+    """(width, height) after the aspect-preserving resize, truncated as the reference does."""
+    short = resize_short_side(image_size)
+    if height > width:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def preprocess_image(path: Path, image_size: int) -> np.ndarray:
+    """uint8 (S, S, 3) RGB centre crop of the resized image at `path`."""
+    image = _read_rgb(path)
+    size = scaled_size(image.width, image.height, image_size)
+    resized = _resize(image, size)
+    return _center_crop(np.asarray(resized), image_size)
+
+
+def _read_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            # The reference decodes with cv2.imread, which applies EXIF orientation.
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)
+            # Grayscale, CMYK, palette and RGBA files all become plain RGB, as with cv2.
+            return image.convert("RGB")
+    except _IMAGE_ERRORS as exc:
+        raise DatasetError(f"{path}: cannot read image ({_one_line(exc)})") from exc
+
+
+def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    # The reference resizes with cv2 INTER_AREA. When shrinking (almost every ImageNet
+    # val image) that is an average over each output pixel's source area, which is exactly
+    # PIL's BOX filter. When enlarging, INTER_AREA degenerates to a bilinear-like
+    # interpolation; PIL's BILINEAR is the closest match.
+    shrinking = size[0] * size[1] < image.width * image.height
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return image.resize(size, resample=resample)
+
+
+def _center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    # Same offsets as the reference's int((width - size) / 2) for non-negative margins.
+    top = (pixels.shape[0] - size) // 2
+    left = (pixels.shape[1] - size) // 2
+    return np.ascontiguousarray(pixels[top : top + size, left : left + size])
+
+
+# -- val_map.txt and folder validation ------------------------------------------------------
+
+
+def _check_folder(path: Path) -> None:
+    if not path.exists():
+        raise DatasetError(f"dataset folder {path} does not exist")
+    if not path.is_dir():
+        raise DatasetError(f"dataset path {path} is not a directory")
+    if not (path / VAL_MAP).is_file():
+        raise DatasetError(f"{path} has no {VAL_MAP} (expected lines 'file label')")
+
+
+def _parse_map(map_path: Path) -> list[tuple[str, int]]:
+    try:
+        text = map_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{map_path}: cannot read ({_one_line(exc)})") from exc
+    entries: list[tuple[str, int]] = []
+    # split("\n") rather than splitlines(), which also breaks on form feeds and other
+    # separators and would make reported line numbers disagree with editors.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        entry = _parse_line(line, map_path, lineno)
+        if entry is not None:
+            entries.append(entry)
+    if not entries:
+        raise DatasetError(f"{map_path} has no entries (expected lines 'file label')")
+    return entries
+
+
+def _parse_line(line: str, map_path: Path, lineno: int) -> tuple[str, int] | None:
+    fields = line.split()
+    if not fields:
+        return None
+    where = f"{map_path}:{lineno}"
+    if len(fields) != 2:
+        raise DatasetError(f"{where}: expected 'file label', got {_snippet(line)}")
+    file, label = fields
+    if not _LABEL.fullmatch(label):
+        raise DatasetError(f"{where}: label must be a non-negative integer, got {_snippet(label)}")
+    return file, int(label)
+
+
+def _limit(
+    entries: list[tuple[str, int]], count: int | None, map_path: Path
+) -> list[tuple[str, int]]:
+    if count is None:
+        return entries
+    if count < 1:
+        raise DatasetError(f"dataset count must be at least 1, got {count}")
+    if count > len(entries):
+        raise DatasetError(
+            f"dataset count {count} exceeds the {len(entries)} entries in {map_path}"
+        )
+    return entries[:count]
+
+
+def _check_images_exist(root: Path, files: list[str]) -> None:
+    missing = [file for file in files if not (root / file).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of {len(files)} images listed in {root / VAL_MAP} are missing,"
+            f" first: {root / missing[0]}"
+        )
+
+
+# -- cache files ----------------------------------------------------------------------------
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    from_env = os.environ.get(CACHE_ENV)
+    if from_env:
+        return Path(from_env).expanduser()
+    return DEFAULT_CACHE_ROOT.expanduser()
+
+
+def _cache_key(path: Path, image_size: int) -> str:
+    digest = hashlib.sha256(f"{path}\0{image_size}\0{PREPROCESS_VERSION}".encode()).hexdigest()
+    # The size in the name only helps people browsing the cache; the hash is the key.
+    return f"imagenet-{image_size}-{digest[:16]}"
+
+
+def _npy_size(shape: tuple[int, ...]) -> int:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(shape, dtype=np.uint8), allow_pickle=False)
+    return buffer.tell()
+
+
+def _write_atomic(path: Path, array: np.ndarray) -> None:
+    """Readers (other threads, processes, a later run) never see a partly written file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name does not end in .npy, so it is never mistaken for an entry.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as exc:
+        raise _cache_write_error(path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _cache_write_error(path, exc) from exc
+        raise
+
+
+def _cache_write_error(path: Path, exc: OSError) -> DatasetError:
+    return DatasetError(
+        f"cannot write cache file {path} ({_one_line(exc)}); "
+        f"point {CACHE_ENV} or the cache directory at a writable folder"
+    )
+
+
+def _snippet(text: str) -> str:
+    # repr() escapes control characters, keeping the message on one line.
+    text = text.strip()
+    if len(text) > _SNIPPET_CHARS:
+        text = text[:_SNIPPET_CHARS] + "..."
+    return repr(text)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,129 @@
+"""Runs batches on a backend with several in flight, and reports each one finished.
+
+Two threads: the dispatcher takes batches from a source and launches them (a CUDA
+backend returns at once, so the next batch's copies and kernels queue behind it on
+another stream); the completer waits for launched batches in order and hands their
+results to `on_complete`. The backend bounds how many batches are in flight: its
+`run_batch` blocks while all its slots are busy.
+
+A failure never leaves samples outstanding: the failed batch and every later one are
+completed with `top1=None`, so LoadGen drains quickly, and `failure` records the first
+error for the runner to report.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+import numpy as np
+
+from sut.backends.base import Backend, PendingBatch
+from sut.batcher import Batch
+
+log = logging.getLogger(__name__)
+
+# Called once per batch: LoadGen ids, top-1 per sample (None when the batch failed).
+CompleteFn = Callable[[list[int], "np.ndarray | None"], None]
+RowsFn = Callable[[list[int]], np.ndarray]
+_STOP = object()
+
+
+class BatchPipeline:
+    def __init__(
+        self,
+        backend: Backend,
+        next_batch: Callable[[], Batch | None],
+        rows_for: RowsFn,
+        on_complete: CompleteFn,
+        name: str = "pipeline",
+    ) -> None:
+        self._backend = backend
+        self._next_batch = next_batch
+        self._rows_for = rows_for
+        self._on_complete = on_complete
+        # Bounded: at most the backend's in-flight slots plus one waiting to be reaped.
+        self._launched: queue.Queue = queue.Queue(maxsize=backend.options.in_flight + 1)
+        self._places = threading.Semaphore(max(1, backend.options.in_flight))
+        self.failure: BaseException | None = None
+        self.batches_run = 0
+        self.samples_run = 0
+        self._dispatcher = threading.Thread(target=self._dispatch, name=f"{name}-dispatch", daemon=True)
+        self._completer = threading.Thread(target=self._complete, name=f"{name}-complete", daemon=True)
+
+    def start(self) -> None:
+        self._dispatcher.start()
+        self._completer.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for both threads; the batch source must have returned None (closed)."""
+        self._dispatcher.join(timeout)
+        self._completer.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._dispatcher.is_alive() or self._completer.is_alive()
+
+    def _record_failure(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.error("backend failed: %s: %s", type(exc).__name__, exc)
+
+    def _dispatch(self) -> None:
+        try:
+            while True:
+                self._places.acquire()
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                if self.failure is not None:
+                    self._launched.put((batch, None))
+                    continue
+                try:
+                    pending = self._backend.run_batch(self._rows_for(batch.indices))
+                except Exception as exc:  # complete the batch, then report: LoadGen must not hang
+                    self._record_failure(exc)
+                    pending = None
+                self._launched.put((batch, pending))
+        finally:
+            self._launched.put(_STOP)
+
+    def run_inline(self, batch: Batch) -> None:
+        """Run one batch on the caller's thread and complete it: the minimal-latency path
+        for SingleStream and MultiStream, where LoadGen issues the next query only after
+        this one completes, so there is nothing to overlap and every thread hop is latency."""
+        pending = None
+        if self.failure is None:
+            try:
+                pending = self._backend.run_batch(self._rows_for(batch.indices))
+            except Exception as exc:
+                self._record_failure(exc)
+        self._finish(batch, pending)
+
+    def _complete(self) -> None:
+        while True:
+            item = self._launched.get()
+            if item is _STOP:
+                return
+            batch, pending = item
+            self._finish(batch, pending)
+            self._places.release()
+
+    def _finish(self, batch: Batch, pending: PendingBatch | None) -> None:
+        top1 = None
+        if pending is not None:
+            try:
+                top1 = pending.wait()
+            except Exception as exc:
+                self._record_failure(exc)
+        try:
+            self._on_complete(batch.ids, top1)
+        except Exception as exc:  # a dead completer would block the dispatcher forever
+            self._record_failure(exc)
+        finally:
+            if pending is not None:
+                pending.release()
+        self.batches_run += 1
+        self.samples_run += len(batch.ids)

@@ -1,0 +1,302 @@
+"""The real CLI in a subprocess: every user mistake is one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# A tiny valid run: a few seconds on two CPU cores.
+TINY = ["--image-size", "32", "--model", "resnet18", "--dataset-count", "64",
+        "--min-duration-ms", "200", "--min-query-count", "16", "--target-qps", "200",
+        "--gpu", "cpu", "--backend", "torch", "--no-progress"]
+SYSTEM = "CPU_torch_fp32"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deepgap-cache")
+
+
+def run_cli(args: list[str], cache: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DEEPGAP_CACHE=str(cache), CUDA_VISIBLE_DEVICES="", COLUMNS="100")
+    return subprocess.run([sys.executable, "harness/run.py", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+    output = f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode != 0, output
+    assert "Traceback" not in proc.stdout + proc.stderr, output
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, output
+    line = lines[0]
+    assert line.strip() and line.startswith("deepgap: error:"), output
+    for word in words:
+        assert word.lower() in line.lower(), f"{word!r} not in {line!r}"
+    return line
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """Every case writes under tmp_path, never into the repository."""
+    return tmp_path / "out"
+
+
+# -- bad choices ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--scenario", "Turbo"], ["--scenario", "Turbo", "Offline"]),
+    (["--model", "vgg16"], ["--model", "vgg16", "resnet50"]),
+    (["--precision", "fp8"], ["--precision", "fp8", "fp32"]),
+    (["--backend", "tvm"], ["--backend", "tvm", "onnxruntime"]),
+    (["--mode", "fast"], ["--mode", "performance"]),
+    (["--dataset", "coco"], ["--dataset", "synthetic"]),
+    (["--bogus-flag"], ["unrecognized", "--bogus-flag"]),
+    (["--max-batch"], ["--max-batch", "expected one argument"]),
+])
+def test_argparse_errors(cache_dir: Path, out: Path, args: list[str], words: list[str]) -> None:
+    proc = run_cli([*args, "--output", out], cache_dir)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *words)
+
+
+def test_unknown_run_profile(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--profile", "nope", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "unknown run profile", "'nope'", "quick", "submission")
+
+
+def test_unknown_gpu_profile(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--gpu", "V100", "--output", out], cache_dir)
+    assert_one_line_error(proc, "unknown GPU profile", "V100", "H100", "cpu", "auto")
+
+
+def test_gpu_profile_without_cuda(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--gpu", "H100", "--output", out], cache_dir)
+    assert_one_line_error(proc, "--gpu H100", "CUDA", "--gpu cpu")
+
+
+@pytest.mark.parametrize("args", [
+    ["--precision", "fp16", "--gpu", "cpu"],
+    ["--precision", "fp16"],  # --gpu auto finds no GPU here
+    ["--precision", "bf16", "--gpu", "cpu", "--backend", "torch"],
+])
+def test_half_precision_on_the_cpu(cache_dir: Path, out: Path, args: list[str]) -> None:
+    proc = run_cli([*args, "--output", out], cache_dir)
+    assert_one_line_error(proc, "needs a CUDA GPU", "fp32")
+    assert not out.exists(), "nothing should be created for a run that cannot start"
+
+
+def test_int8(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--precision", "int8", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "int8", "not available", "supported")
+
+
+def test_tensorrt(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--backend", "tensorrt", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "tensorrt", "not available", "supported")
+
+
+# -- dataset --------------------------------------------------------------------------------------
+
+
+def test_imagenet_without_path(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--dataset", "imagenet", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "--dataset-path", "val_map.txt")
+
+
+def test_imagenet_missing_folder(cache_dir: Path, out: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-imagenet"
+    proc = run_cli(["--dataset", "imagenet", "--dataset-path", missing, *TINY, "--output", out], cache_dir)
+    assert_one_line_error(proc, str(missing), "does not exist")
+
+
+def test_imagenet_folder_without_val_map(cache_dir: Path, out: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "imagenet"
+    folder.mkdir()
+    (folder / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"")
+    proc = run_cli(["--dataset", "imagenet", "--dataset-path", folder, *TINY, "--output", out], cache_dir)
+    assert_one_line_error(proc, str(folder), "val_map.txt")
+
+
+# -- user.conf ------------------------------------------------------------------------------------
+
+
+def test_malformed_user_conf(cache_dir: Path, out: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("# my settings\nresnet50.Offline.target_qps = 10\nresnet50.Offline.min_duration 500\n")
+    proc = run_cli(["--user-conf", conf, "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, f"{conf}:3", "expected 'model.scenario.key = value'")
+
+
+@pytest.mark.parametrize("line, words", [
+    ("resnet50.Turbo.target_qps = 1", ["unknown scenario", "Turbo"]),
+    ("resnet50.Offline.warp = 1", ["unknown key", "warp"]),
+    ("resnet50.Offline.target_qps = fast", ["not a number"]),
+    ("resnet50.Offline.target_qps = -3", ["non-negative"]),
+])
+def test_bad_user_conf_values(cache_dir: Path, out: Path, tmp_path: Path, line: str, words: list[str]) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"{line}\n")
+    proc = run_cli(["--user-conf", conf, "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, f"{conf}:1", *words)
+
+
+def test_missing_user_conf(cache_dir: Path, out: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "absent.conf"
+    proc = run_cli(["--user-conf", conf, "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, str(conf), "no such file")
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+def test_unwritable_output(cache_dir: Path, tmp_path: Path) -> None:
+    # Tests may run as root, which ignores permissions; a path under a regular file fails for anyone.
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder\n")
+    proc = run_cli([*TINY, "--output", blocker / "out"], cache_dir)
+    assert_one_line_error(proc, "cannot write results", str(blocker))
+    assert blocker.read_text() == "not a folder\n"
+
+
+# -- numbers -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--max-batch", "0"], ["--max-batch", "positive"]),
+    (["--target-qps", "-5"], ["--target-qps", "positive"]),
+    (["--target-qps", "0"], ["--target-qps", "positive"]),
+    (["--target-qps", "inf"], ["--target-qps", "finite"]),
+    (["--target-qps", "nan"], ["--target-qps", "positive"]),
+    (["--target-latency-ms", "0"], ["--target-latency-ms", "positive"]),
+    (["--min-duration-ms", "0"], ["--min-duration-ms", "positive"]),
+    (["--min-query-count", "-1"], ["--min-query-count", "positive"]),
+    (["--image-size", "0"], ["--image-size", "positive"]),
+    (["--image-size", "16"], ["--image-size", "32"]),
+    (["--batch-timeout-us", "-1"], ["--batch-timeout-us", ">= 0"]),
+    (["--dataset-count", "0"], ["--dataset-count", "positive"]),
+    (["--threads", "0"], ["--threads", "positive"]),
+    (["--seed", "-1"], ["--seed", ">= 0"]),
+    (["--max-batch", "four"], ["--max-batch", "whole number"]),
+    (["--max-batch", "2.5"], ["--max-batch", "whole number"]),
+    (["--target-qps", "many"], ["--target-qps", "number"]),
+])
+def test_bad_numbers(cache_dir: Path, out: Path, args: list[str], words: list[str]) -> None:
+    proc = run_cli([*args, "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, *words)
+
+
+def test_max_batch_in_singlestream(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--max-batch", "4", "--scenario", "SingleStream", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "--max-batch 4", "SingleStream", "max batch 1")
+
+
+def test_max_batch_in_multistream(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--max-batch", "4", "--scenario", "MultiStream", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "--max-batch 4", "MultiStream", "max batch 8")
+
+
+def test_target_qps_in_singlestream(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--target-qps", "5", "--scenario", "SingleStream", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "--target-qps", "SingleStream")
+
+
+# -- results are never overwritten silently ---------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def repeated_runs(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict:
+    """The same tiny run three times into one --output: plain, plain again, --overwrite."""
+    output = tmp_path_factory.mktemp("repeat") / "out"
+    first = run_cli([*TINY, "-q", "--output", output], cache_dir)
+    after_first = snapshot(output)
+    second = run_cli([*TINY, "-q", "--output", output], cache_dir)
+    after_second = snapshot(output)
+    third = run_cli([*TINY, "-q", "--output", output, "--overwrite"], cache_dir)
+    after_third = snapshot(output)
+    return {"output": output, "first": first, "second": second, "third": third,
+            "after_first": after_first, "after_second": after_second, "after_third": after_third}
+
+
+def test_first_run_succeeds(repeated_runs: dict) -> None:
+    proc = repeated_runs["first"]
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    run_dir = repeated_runs["output"] / "results" / SYSTEM / "resnet18" / "Offline" / "performance" / "run_1"
+    assert (run_dir / "mlperf_log_summary.txt").is_file()
+    assert str(run_dir) in proc.stdout
+
+
+def test_second_run_refuses_to_overwrite(repeated_runs: dict) -> None:
+    line = assert_one_line_error(repeated_runs["second"], "--overwrite", "already holds a result")
+    assert "run_1" in line
+    assert repeated_runs["second"].returncode == 2
+
+
+def test_refused_run_leaves_first_result_untouched(repeated_runs: dict) -> None:
+    before, after = repeated_runs["after_first"], repeated_runs["after_second"]
+    assert any(name.endswith("mlperf_log_summary.txt") for name in before)
+    assert any(name.endswith("measurements.json") for name in before)
+    assert after == before  # same files, same contents, same mtimes
+
+
+def test_overwrite_replaces_the_result(repeated_runs: dict) -> None:
+    proc = repeated_runs["third"]
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    before, after = repeated_runs["after_first"], repeated_runs["after_third"]
+    summary = next(name for name in before if name.endswith("mlperf_log_summary.txt"))
+    assert summary in after
+    assert after[summary][0] != before[summary][0], "the summary should have been rewritten"
+
+
+# -- help -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def help_text(cache_dir: Path) -> str:
+    proc = run_cli(["--help"], cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    return proc.stdout
+
+
+@pytest.mark.parametrize("default", [
+    "default: Offline", "default: resnet50", "default: fp32", "default: auto", "default: quick",
+    "default: performance", "default: synthetic", "default: 224", "default: seeded", "default: deepgap-results",
+])
+def test_help_spot_checks_defaults(help_text: str, default: str) -> None:
+    assert default in " ".join(help_text.split())
+
+
+def test_help_mentions_every_flags_default(help_text: str) -> None:
+    from harness.cli import build_parser
+
+    flat = " ".join(help_text.split())
+    blocks: dict[str, str] = {}
+    current = None
+    for line in help_text.splitlines():
+        stripped = line.strip()
+        if line.startswith("  -") and not line.startswith("   "):
+            current = stripped.split()[0].rstrip(",")
+            blocks[current] = ""
+        elif not line.startswith(" "):
+            current = None
+        if current:
+            blocks[current] += " " + stripped
+    flags = [a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert flags
+    for flag in flags:
+        assert flag in flat, f"{flag} missing from --help"
+        assert "(default:" in " ".join(blocks[flag].split()), f"{flag} shows no default: {blocks[flag]!r}"

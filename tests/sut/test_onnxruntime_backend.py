@@ -1,0 +1,218 @@
+"""ONNX export and the onnxruntime backend, on the CPU with a small ResNet-18 (64 px)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+from harness.errors import BackendError  # noqa: E402
+from sut.backends.base import BackendOptions, ModelSpec  # noqa: E402
+from sut.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from sut.data import SyntheticDataset  # noqa: E402
+from sut.models import build_model  # noqa: E402
+from sut.onnx_export import export_onnx, onnx_path  # noqa: E402
+
+IMAGE_SIZE = 64
+SAMPLES = 16
+
+
+def _spec(**changes: Any) -> ModelSpec:
+    fields: dict[str, Any] = dict(name="resnet18", precision="fp32", seed=3, image_size=IMAGE_SIZE)
+    fields.update(changes)
+    return ModelSpec(**fields)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module so the network is exported once."""
+    return tmp_path_factory.mktemp("deepgap-cache")
+
+
+@pytest.fixture(scope="module")
+def samples() -> np.ndarray:
+    return SyntheticDataset(count=SAMPLES, image_size=IMAGE_SIZE, seed=11).load(np.arange(SAMPLES))
+
+
+@pytest.fixture(scope="module")
+def torch_logits(samples: np.ndarray) -> np.ndarray:
+    model = build_model(_spec())
+    with torch.no_grad():
+        return model(torch.from_numpy(samples)).numpy()
+
+
+@pytest.fixture(scope="module")
+def backend(cache_dir: Path, samples: np.ndarray) -> Iterator[OnnxRuntimeBackend]:
+    options = BackendOptions(device="cpu", max_batch=8, threads=2, extra={"cache_dir": cache_dir})
+    loaded = OnnxRuntimeBackend(_spec(), options)
+    loaded.load()
+    loaded.allocate_staging(SAMPLES)
+    loaded.stage(np.arange(SAMPLES, dtype=np.int64), samples)
+    yield loaded
+    loaded.close()
+
+
+def test_export_round_trip_matches_torch(
+    cache_dir: Path, samples: np.ndarray, torch_logits: np.ndarray
+) -> None:
+    import onnxruntime as ort
+
+    path = export_onnx(_spec(), cache_dir)
+    assert path.is_file() and path.parent == cache_dir / "onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    # The batch dimension is symbolic, so any batch size runs through one file.
+    assert not isinstance(session.get_inputs()[0].shape[0], int)
+    for batch in (1, 5, SAMPLES):
+        logits = session.run(["logits"], {"input": samples[:batch]})[0]
+        reference = torch_logits[:batch]
+        error = np.linalg.norm(logits - reference) / np.linalg.norm(reference)
+        assert error < 1e-3
+        assert np.array_equal(logits.argmax(axis=1), reference.argmax(axis=1))
+
+
+def test_cache_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DEEPGAP_CACHE", str(tmp_path))
+    caplog.set_level(logging.INFO, logger="sut.onnx_export")
+    first = export_onnx(_spec())
+    assert first.parent == tmp_path / "onnx"
+    assert "exporting" in caplog.text
+
+    def no_second_export(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("exported again despite a cached file")
+
+    monkeypatch.setattr(torch.onnx, "export", no_second_export)
+    caplog.clear()
+    assert export_onnx(_spec()) == first
+    assert "reusing" in caplog.text
+    # Only the finished file is left behind: the temporary was renamed into place.
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [first.name]
+
+
+def test_cache_key_follows_weights_and_size(tmp_path: Path) -> None:
+    base = onnx_path(_spec(), tmp_path)
+    assert onnx_path(_spec(seed=4), tmp_path) != base
+    assert onnx_path(_spec(image_size=96), tmp_path) != base
+    assert onnx_path(_spec(name="resnet50"), tmp_path) != base
+    # Export is always fp32, so the requested precision does not fork the cache.
+    assert onnx_path(_spec(precision="fp16"), tmp_path) == base
+
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"first")
+    from_file = onnx_path(_spec(weights=str(weights)), tmp_path)
+    weights.write_bytes(b"second")
+    assert onnx_path(_spec(weights=str(weights)), tmp_path) != from_file
+
+
+def test_different_seed_exports_different_file(cache_dir: Path) -> None:
+    first = export_onnx(_spec(), cache_dir)
+    other = export_onnx(_spec(seed=4), cache_dir)
+    assert other != first and other.is_file()
+    assert other.read_bytes() != first.read_bytes()
+
+
+def test_failed_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_export(*args: Any, **kwargs: Any) -> None:
+        Path(args[2]).write_bytes(b"partial")
+        raise RuntimeError("exporter exploded\nwith details")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(BackendError, match="exporter exploded"):
+        export_onnx(_spec(), tmp_path)
+    assert list((tmp_path / "onnx").iterdir()) == []
+
+
+def test_backend_matches_torch_top1(
+    backend: OnnxRuntimeBackend, torch_logits: np.ndarray
+) -> None:
+    rows = np.arange(SAMPLES, dtype=np.int64)
+    pending = backend.run_batch(rows)
+    top1 = pending.wait()
+    pending.release()
+    assert top1.dtype == np.int32 and top1.shape == (SAMPLES,)
+    assert np.array_equal(top1, torch_logits.argmax(axis=1))
+
+
+def test_run_batch_any_row_order(backend: OnnxRuntimeBackend) -> None:
+    everything = backend.run_batch(np.arange(SAMPLES, dtype=np.int64)).wait()
+    rows = np.array([7, 0, 15, 3, 3, 9], dtype=np.int64)
+    assert np.array_equal(backend.run_batch(rows).wait(), everything[rows])
+    assert backend.run_batch(np.array([], dtype=np.int64)).wait().shape == (0,)
+
+
+def test_tight_loop_times_runs(backend: OnnxRuntimeBackend) -> None:
+    seconds = backend.time_tight_loop(batch_size=4, iterations=3)
+    assert seconds > 0
+    with pytest.raises(BackendError):
+        backend.time_tight_loop(batch_size=SAMPLES + 1, iterations=1)
+
+
+def test_describe(backend: OnnxRuntimeBackend, cache_dir: Path) -> None:
+    import onnxruntime as ort
+
+    info = backend.describe()
+    assert info["backend"] == "onnxruntime"
+    assert info["onnxruntime_version"] == ort.__version__
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["model_path"] == str(export_onnx(_spec(), cache_dir))
+    assert info["precision"] == "fp32"
+    assert info["device"] == "cpu"
+    assert info["threads"] == 2
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+def test_other_precisions_are_refused(precision: str, tmp_path: Path) -> None:
+    backend = OnnxRuntimeBackend(
+        _spec(precision=precision), BackendOptions(extra={"cache_dir": tmp_path})
+    )
+    with pytest.raises(BackendError, match="fp32 only") as caught:
+        backend.load()
+    assert "--backend torch" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    # Refused before any export work.
+    assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_provider_is_refused(
+    device: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    backend = OnnxRuntimeBackend(
+        _spec(), BackendOptions(device=device, extra={"cache_dir": tmp_path})
+    )
+    with pytest.raises(BackendError, match="onnxruntime-gpu is not installed") as caught:
+        backend.load()
+    assert "CPUExecutionProvider" in str(caught.value)
+
+
+def test_missing_onnxruntime_is_a_backend_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes the import fail
+    backend = OnnxRuntimeBackend(_spec(), BackendOptions(extra={"cache_dir": tmp_path}))
+    with pytest.raises(BackendError, match="pip install onnxruntime"):
+        backend.load()
+
+
+def test_unloaded_backend_and_close_twice(tmp_path: Path) -> None:
+    backend = OnnxRuntimeBackend(_spec(), BackendOptions(extra={"cache_dir": tmp_path}))
+    backend.allocate_staging(2)
+    with pytest.raises(BackendError, match="not loaded"):
+        backend.run_batch(np.arange(2, dtype=np.int64))
+    backend.close()
+    backend.close()

@@ -1,0 +1,129 @@
+"""TorchBackend on the CPU everywhere, and on CUDA where a GPU is visible (the GPU
+machine runs these; CI skips them with the reason)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import BackendError, DeviceError
+from sut.backends.base import BackendOptions, ModelSpec
+from sut.backends.torch_backend import TorchBackend, batch_buckets
+from sut.data import SyntheticDataset
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+COUNT = 48
+
+
+def make_backend(precision="fp32", device="cpu", image_size=32, **options) -> TorchBackend:
+    defaults = dict(device=device, max_batch=16, in_flight=3)
+    defaults.update(options)
+    backend = TorchBackend(ModelSpec("resnet18", precision, image_size=image_size), BackendOptions(**defaults))
+    backend.load()
+    backend.allocate_staging(COUNT)
+    dataset = SyntheticDataset(count=COUNT, image_size=image_size)
+    backend.stage(np.arange(COUNT), dataset.load(np.arange(COUNT)))
+    return backend
+
+
+def answers(backend: TorchBackend, rows: np.ndarray) -> np.ndarray:
+    pending = backend.run_batch(rows)
+    try:
+        return pending.wait().copy()
+    finally:
+        pending.release()
+
+
+def test_batch_buckets_cover_every_size_with_at_most_half_padding():
+    assert batch_buckets(1) == [1]
+    assert batch_buckets(8) == [1, 2, 4, 8]
+    assert batch_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
+    for size in range(1, 49):
+        bucket = next(b for b in batch_buckets(48) if b >= size)
+        assert bucket < 2 * size or size == 1
+
+
+def test_cpu_answers_do_not_depend_on_batch_composition():
+    backend = make_backend()
+    single = np.array([answers(backend, np.array([i]))[0] for i in range(COUNT)])
+    shuffled = np.random.default_rng(0).permutation(COUNT)[:16]
+    assert np.array_equal(answers(backend, shuffled), single[shuffled])
+    assert len(set(single.tolist())) > 3, "seeded network should not answer one class for everything"
+
+
+def test_reduced_precision_on_cpu_is_a_clear_error():
+    backend = TorchBackend(ModelSpec("resnet18", "fp16", image_size=32), BackendOptions(device="cpu"))
+    with pytest.raises(DeviceError, match="CUDA GPUs only"):
+        backend.load()
+
+
+def test_int8_is_refused_by_torch_backend():
+    backend = TorchBackend(ModelSpec("resnet18", "int8", image_size=32), BackendOptions(device="cpu"))
+    with pytest.raises(BackendError, match="fp32, fp16 and bf16"):
+        backend.load()
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    backend = TorchBackend(ModelSpec("resnet18", "fp32", image_size=32), BackendOptions(device="cuda"))
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        backend.load()
+
+
+def test_tight_loop_and_describe_on_cpu():
+    backend = make_backend()
+    assert backend.time_tight_loop(4, 2) > 0
+    info = backend.describe()
+    assert info["backend"] == "torch" and info["precision"] == "fp32" and "seeded" in info["weights"]
+
+
+@cuda
+def test_cuda_graphs_match_eager_and_every_bucket_pads_correctly():
+    graphs = make_backend(device="cuda")
+    eager = make_backend(device="cuda", cuda_graphs=False)
+    per_sample = np.array([answers(eager, np.array([i]))[0] for i in range(COUNT)])
+    for size in range(1, 17):
+        rows = np.arange(size)[::-1] + 3
+        assert np.array_equal(answers(graphs, rows), per_sample[rows]), size
+
+
+@cuda
+def test_cuda_agrees_with_cpu_fp32():
+    cpu = make_backend()
+    gpu = make_backend(device="cuda")
+    rows = np.arange(16)
+    agreement = np.mean(answers(cpu, rows) == answers(gpu, rows))
+    assert agreement >= 0.9  # TF32 convolutions may flip near-ties
+
+
+@cuda
+def test_cuda_batches_in_flight_keep_their_own_results():
+    backend = make_backend(device="cuda", in_flight=3)
+    reference = np.array([answers(backend, np.array([i]))[0] for i in range(COUNT)])
+    batches = [np.arange(k, k + 16) for k in range(0, 32, 8)]
+    pendings = [backend.run_batch(b) for b in batches[:3]]  # three slots busy at once
+    for rows, pending in zip(batches, pendings):
+        assert np.array_equal(pending.wait(), reference[rows])
+        pending.release()
+
+
+@cuda
+def test_host_staging_matches_device_staging():
+    device = make_backend(device="cuda")
+    host = make_backend(device="cuda", staging="host")
+    rows = np.array([5, 1, 40, 7, 7, 22])
+    assert np.array_equal(answers(device, rows), answers(host, rows))
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_on_cuda_mostly_agrees_with_fp32(precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("GPU lacks bf16")
+    fp32 = make_backend(device="cuda", image_size=64)
+    low = make_backend(precision, device="cuda", image_size=64)
+    rows = np.arange(COUNT)
+    assert np.mean(answers(fp32, rows[:16]) == answers(low, rows[:16])) >= 0.75
+    assert low.describe()["precision"] == precision
