@@ -52,6 +52,7 @@ class Bench:
         self.duration_ms, self.search_ms = duration_ms, search_ms
         self.gpu = gpu
         self.runs = 0
+        self.server_grid_knobs: list[dict[str, int]] = []
 
     def config(self, scenario: str, **overrides: Any) -> RunConfig:
         self.runs += 1
@@ -82,9 +83,29 @@ class Bench:
         offline_backend.close()
         out["tight_loop_qps"], out["offline_qps"] = stats(tight), stats(offline)
         out["offline_vs_tight"] = out["offline_qps"]["mean"] / out["tight_loop_qps"]["mean"]
+        if self.server_grid_knobs:
+            out["server_grid"] = self.server_grid(out["offline_qps"]["mean"], dataset, self.server_grid_knobs)
+            return out
         out.update(self.server(out["offline_qps"]["mean"], dataset))
         out.update(self.single_stream(dataset))
         return out
+
+    def server_grid(self, offline_qps: float, dataset, grid: list[dict[str, int]],
+                    loads: tuple[float, ...] = (0.8, 0.88)) -> list[dict[str, Any]]:
+        """p99 latency per Server batching setting at fixed fractions of Offline load."""
+        rows = []
+        for knobs in grid:
+            backend = load_backend(self.config("Server", target_qps=offline_qps, **knobs))
+            for fraction in loads:
+                cfg = self.config("Server", target_qps=fraction * offline_qps, min_duration_ms=self.search_ms, **knobs)
+                summary = self.run(cfg, backend, dataset)
+                rows.append({**knobs, "load": fraction, "valid": summary["valid"],
+                             "p99_ms": summary["percentiles_ns"]["99.00"] / 1e6,
+                             "p50_ms": summary["percentiles_ns"]["50.00"] / 1e6})
+                log.info("grid %s load %.2f: %s p50 %.2f p99 %.2f ms", knobs, fraction,
+                         "VALID" if summary["valid"] else "INVALID", rows[-1]["p50_ms"], rows[-1]["p99_ms"])
+            backend.close()
+        return rows
 
     def server(self, offline_qps: float, dataset) -> dict[str, Any]:
         probe = self.config("Server", target_qps=offline_qps)
@@ -174,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-ms", type=int, default=2500, help="min duration of Server search runs")
     p.add_argument("--gpu", default="auto")
     p.add_argument("--output", type=Path, default=Path("deepgap-bench"))
+    p.add_argument("--server-grid", nargs="*", default=None, metavar="MB:TIMEOUT_US:IN_FLIGHT",
+                   help="instead of the full benchmark: Offline, then Server p99 for each batching setting")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("sut").setLevel(logging.WARNING)
@@ -184,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             for precision in args.precisions:
                 started = time.monotonic()
                 bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms, args.gpu)
+                for spec in args.server_grid or []:
+                    mb, timeout, in_flight = (int(x) for x in spec.split(":"))
+                    bench.server_grid_knobs.append({"max_batch": mb, "batch_timeout_us": timeout, "in_flight": in_flight})
                 rows.append(bench.measure())
                 rows[-1]["wall_s"] = time.monotonic() - started
                 log.info("%s %s done in %.0f s", model, precision, rows[-1]["wall_s"])
@@ -192,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     except DeepgapError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
-    print(table(rows))
+    if args.server_grid is None:
+        print(table(rows))
+    else:
+        for row in rows:
+            for g in row["server_grid"]:
+                print(f"{row['model']} {row['precision']} offline {row['offline_qps']['mean']:,.0f}: {g}")
     return 0
 
 

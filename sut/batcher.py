@@ -31,7 +31,7 @@ class DynamicBatcher:
         max_batch: int,
         timeout_s: float,
         clock: Clock = time.monotonic,
-        max_queued: int = 1_000_000,
+        max_queued: int = 100_000_000,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -41,21 +41,26 @@ class DynamicBatcher:
         self.timeout_s = timeout_s
         self._clock = clock
         self._max_queued = max_queued
-        # (id, index, arrival) per sample; one deque keeps put() cheap on LoadGen's thread.
-        self._queue: collections.deque[tuple[int, int, float]] = collections.deque()
+        # One entry per put(): [ids, indices, arrival, next unread position]. Keeping
+        # LoadGen's lists whole makes put() O(1) even for an Offline query of millions.
+        self._chunks: collections.deque[list] = collections.deque()
+        self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
 
     def put(self, ids: Sequence[int], indices: Sequence[int]) -> None:
+        if not ids:
+            return
         now = self._clock()
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
-            if len(self._queue) + len(ids) > self._max_queued:
+            if self._queued + len(ids) > self._max_queued:
                 # A bound, not back-pressure: LoadGen cannot be slowed, so overflowing means
                 # the SUT is hopelessly behind. Fail loudly rather than eat all memory.
                 raise OverflowError(f"more than {self._max_queued} samples queued")
-            self._queue.extend(zip(ids, indices, [now] * len(ids)))
+            self._chunks.append([ids, indices, now, 0])
+            self._queued += len(ids)
             self._cond.notify()
 
     def close(self) -> None:
@@ -65,30 +70,38 @@ class DynamicBatcher:
             self._cond.notify_all()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     def poll(self, now: float) -> Batch | float | None:
         """Decide at time `now`: a Batch to run, else the time at which to decide again
-        (float), else None when nothing is queued. Caller must hold no lock; pure in `now`."""
+        (float), else None when nothing is queued."""
         with self._cond:
             return self._poll_locked(now)
 
     def _poll_locked(self, now: float) -> Batch | float | None:
-        if not self._queue:
+        if not self._queued:
             return None
-        deadline = self._queue[0][2] + self.timeout_s
-        if len(self._queue) >= self.max_batch or now >= deadline or self._closed:
+        deadline = self._chunks[0][2] + self.timeout_s
+        if self._queued >= self.max_batch or now >= deadline or self._closed:
             return self._pop_locked()
         return deadline
 
     def _pop_locked(self) -> Batch:
-        count = min(self.max_batch, len(self._queue))
-        popped = [self._queue.popleft() for _ in range(count)]
-        return Batch(
-            ids=[p[0] for p in popped],
-            indices=[p[1] for p in popped],
-            oldest_arrival=popped[0][2],
-        )
+        ids: list[int] = []
+        indices: list[int] = []
+        oldest = self._chunks[0][2]
+        while self._chunks and len(ids) < self.max_batch:
+            chunk = self._chunks[0]
+            start = chunk[3]
+            stop = min(len(chunk[0]), start + self.max_batch - len(ids))
+            ids.extend(chunk[0][start:stop])
+            indices.extend(chunk[1][start:stop])
+            if stop == len(chunk[0]):
+                self._chunks.popleft()
+            else:
+                chunk[3] = stop
+        self._queued -= len(ids)
+        return Batch(ids=ids, indices=indices, oldest_arrival=oldest)
 
     def get(self) -> Batch | None:
         """Block until a batch is due; None once closed and drained."""

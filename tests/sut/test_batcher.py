@@ -116,3 +116,28 @@ def test_every_sample_delivered_exactly_once_under_concurrent_producers():
     assert not consumer.is_alive()
     assert sorted(seen) == list(range(producers * per_producer))
     assert max(sizes) > 1  # batching actually happened
+
+
+def test_huge_offline_query_is_split_without_copying_it_per_sample():
+    batcher, clock = make(max_batch=256, timeout_s=0.0)
+    count = 3_000_000  # a submission-length Offline query on a fast GPU
+    ids = list(range(count))
+    batcher.put(ids, ids)
+    assert len(batcher) == count
+    first = batcher.poll(clock.now)
+    assert isinstance(first, Batch) and first.ids == list(range(256))
+    total = 256
+    while (batch := batcher.poll(clock.now)) is not None:
+        assert isinstance(batch, Batch)
+        total += len(batch.ids)
+    assert total == count
+
+
+def test_batches_span_several_queries_in_arrival_order():
+    batcher, clock = make(max_batch=5, timeout_s=0.0)
+    batcher.put([1, 2], [10, 20])
+    batcher.put([3, 4, 5, 6], [30, 40, 50, 60])
+    batcher.put([], [])
+    first, second = batcher.poll(clock.now), batcher.poll(clock.now)
+    assert first.ids == [1, 2, 3, 4, 5] and first.indices == [10, 20, 30, 40, 50]
+    assert second.ids == [6] and batcher.poll(clock.now) is None

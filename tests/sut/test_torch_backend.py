@@ -35,13 +35,17 @@ def answers(backend: TorchBackend, rows: np.ndarray) -> np.ndarray:
         pending.release()
 
 
-def test_batch_buckets_cover_every_size_with_at_most_half_padding():
+def test_batch_buckets_cover_every_size_with_little_padding():
     assert batch_buckets(1) == [1]
     assert batch_buckets(8) == [1, 2, 4, 8]
-    assert batch_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
-    for size in range(1, 49):
-        bucket = next(b for b in batch_buckets(48) if b >= size)
-        assert bucket < 2 * size or size == 1
+    assert batch_buckets(48) == [1, 2, 4, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48]
+    assert batch_buckets(256)[-5:] == [128, 160, 192, 224, 256]
+    for max_batch in (1, 7, 48, 100, 256, 2048):
+        buckets = batch_buckets(max_batch)
+        assert buckets == sorted(set(buckets)) and buckets[-1] == max_batch
+        for size in range(9, max_batch + 1):
+            bucket = next(b for b in buckets if b >= size)
+            assert (bucket - size) / bucket <= 0.2, (max_batch, size, bucket)
 
 
 def test_cpu_answers_do_not_depend_on_batch_composition():
