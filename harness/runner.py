@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
 import sys
 import threading
@@ -124,6 +126,24 @@ def _with_sources(config: RunConfig) -> dict[str, tuple[Any, str]]:
     return {attr: (value, config.provenance.get(f"loadgen.{attr}", "?")) for attr, value in config.loadgen.items()}
 
 
+@contextlib.contextmanager
+def _steady_interpreter(switch_interval_s: float = 0.0002):
+    """Keep the interpreter from stalling the timed run. gc.freeze() parks the objects that
+    exist before the run (torch alone holds hundreds of thousands) outside the collector,
+    so a full collection no longer scans them: such a scan is a pause of tens of ms, which
+    Server's p99 sees. A short GIL switch interval lets LoadGen's issue thread, waiting
+    for the GIL, in sooner."""
+    previous = sys.getswitchinterval()
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(switch_interval_s)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+        gc.unfreeze()
+
+
 def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backend: Backend,
                  show_progress: bool) -> dict[str, Any]:
     r = config.request
@@ -152,7 +172,7 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
     expected = config.loadgen.get("min_duration_ms", 0) / 1000.0 if r.mode == "performance" else None
     runner = threading.Thread(target=start, name="loadgen", daemon=True)
     t0 = time.monotonic()
-    with Progress(f"{r.scenario} {r.mode}", lambda: sut.samples_completed, expected, enabled=show_progress):
+    with _steady_interpreter(), Progress(f"{r.scenario} {r.mode}", lambda: sut.samples_completed, expected, enabled=show_progress):
         runner.start()
         failed_at = None
         while runner.is_alive():
