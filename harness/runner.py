@@ -127,20 +127,15 @@ def _with_sources(config: RunConfig) -> dict[str, tuple[Any, str]]:
 
 
 @contextlib.contextmanager
-def _steady_interpreter(switch_interval_s: float = 0.0002):
-    """Keep the interpreter from stalling the timed run. gc.freeze() parks the objects that
-    exist before the run (torch alone holds hundreds of thousands) outside the collector,
-    so a full collection no longer scans them: such a scan is a pause of tens of ms, which
-    Server's p99 sees. A short GIL switch interval lets LoadGen's issue thread, waiting
-    for the GIL, in sooner."""
-    previous = sys.getswitchinterval()
+def _steady_interpreter():
+    """Keep the garbage collector from stalling the timed run: gc.freeze() parks the objects
+    that exist before the run (torch alone holds hundreds of thousands) outside the
+    collector, so a full collection no longer scans them."""
     gc.collect()
     gc.freeze()
-    sys.setswitchinterval(switch_interval_s)
     try:
         yield
     finally:
-        sys.setswitchinterval(previous)
         gc.unfreeze()
 
 
