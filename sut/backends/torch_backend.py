@@ -301,6 +301,10 @@ class TorchBackend(Backend):
                 in_flight=self.options.in_flight,
                 staging=self.options.staging,
                 cudnn=torch.backends.cudnn.version(),
+                # PyTorch's default: fp32 convolutions may use TF32 tensor cores on Ampere
+                # and newer. Recorded so an "fp32" result says what it ran.
+                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
             )
         elif torch is not None:
             info["threads"] = torch.get_num_threads()
