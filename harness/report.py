@@ -14,6 +14,17 @@ def _ms(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1e6:.3f} ms"
 
 
+def _hint(scenario: str, summary: dict[str, Any]) -> str | None:
+    if summary["valid"]:
+        return None
+    if scenario == "Offline" and summary.get("min_duration_satisfied") is False:
+        return (f"the query finished before the minimum duration; rerun with "
+                f"--target-qps {1.2 * summary['value']:.0f} so LoadGen sizes it for this device")
+    if scenario == "Server":
+        return "lower --target-qps, or shorten --batch-timeout-us / --max-batch, until p99 fits the bound"
+    return None
+
+
 def render_run(result: dict[str, Any], run_dir: str) -> str:
     config = result["config"]
     request = config["request"]
@@ -36,6 +47,9 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
             lines.append(f"{summary['metric'].replace(' (ns)', '')}: {_ms(summary['value'])}")
         p = summary["percentiles_ns"]
         lines.append(f"latency p50 {_ms(p.get('50.00'))}  p90 {_ms(p.get('90.00'))}  p99 {_ms(p.get('99.00'))}")
+        hint = _hint(request["scenario"], summary)
+        if hint:
+            lines.append(f"hint: {hint}")
     accuracy = result.get("accuracy")
     if accuracy:
         label = "top-1 accuracy" if accuracy["kind"] == "accuracy" else "top-1 agreement with the FP32 reference (synthetic data: not an accuracy)"

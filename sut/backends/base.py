@@ -99,6 +99,13 @@ class Backend(abc.ABC):
         """Seconds for `iterations` back-to-back batches of the staged rows 0..batch_size-1,
         through the backend's own fastest path (no harness in between)."""
 
+    def logits(self, samples: np.ndarray) -> np.ndarray:
+        """float32 logits for float32 NCHW `samples`, through the same network and precision
+        as `run_batch` (not necessarily the same graphs): what the accuracy gate compares."""
+        from harness.errors import BackendError
+
+        raise BackendError(f"the {self.name} backend does not expose logits")
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """Versions, device and options actually in effect, for results and reports."""

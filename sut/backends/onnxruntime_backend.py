@@ -122,6 +122,9 @@ class OnnxRuntimeBackend(Backend):
         logits = self._run(batch)
         return DonePending(np.argmax(logits, axis=1).astype(np.int32))
 
+    def logits(self, samples: np.ndarray) -> np.ndarray:
+        return self._run(np.ascontiguousarray(samples, dtype=np.float32)).astype(np.float32)
+
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         session = self._require_session()
         staging = self._require_staging()

@@ -247,6 +247,15 @@ class TorchBackend(Backend):
                 self._batch_body(slot, count)
             slot.event.record(slot.stream)
 
+    def logits(self, samples: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        nhwc = torch.from_numpy(np.ascontiguousarray(samples.transpose(0, 2, 3, 1)))
+        images = nhwc.to(self._device, self._dtype).permute(0, 3, 1, 2)
+        if not self.options.channels_last:
+            images = images.contiguous()
+        with torch.inference_mode():
+            return self._net(images).float().cpu().numpy()
+
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         torch = self._torch
         import time

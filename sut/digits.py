@@ -1,0 +1,156 @@
+"""scikit-learn's bundled handwritten digits as a labelled Dataset.
+
+1797 grey 8x8 images (values 0..16, ink bright on a dark background) in 10 classes,
+shipped inside scikit-learn, so no download is needed. Each digit is scaled to uint8
+0..255, upscaled bilinearly to the model's input size, repeated into three RGB channels
+and normalised like ImageNet (`normalize_uint8_hwc`).
+
+A seeded permutation splits the samples into a disjoint "train" part (fine-tuning and
+calibration) and a held-out "check" part (the accuracy gate); "all" is every sample in
+the original order. Indices passed to `load` are positions within the chosen split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness.errors import DatasetError
+from sut.data import normalize_uint8_hwc
+
+SPLITS = ("all", "train", "check")
+DEFAULT_CHECK_COUNT = 500
+NUM_CLASSES = 10
+_SOURCE_SIZE = 8
+_SOURCE_MAX = 16.0
+
+_ARRAYS: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images (1797, 8, 8) scaled to 0..255, int64 labels (1797,))."""
+    global _ARRAYS
+    # Import every time (cheap once imported) so a missing scikit-learn is always reported,
+    # even after another dataset instance has filled the in-process copy.
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DatasetError(
+            "the digits dataset needs scikit-learn: pip install scikit-learn"
+        ) from exc
+    if _ARRAYS is None:
+        bunch = load_digits()
+        grey = np.asarray(bunch.images, dtype=np.float64)
+        images = np.clip(np.rint(grey * (255.0 / _SOURCE_MAX)), 0, 255).astype(np.uint8)
+        labels = np.asarray(bunch.target, dtype=np.int64)
+        if images.shape[1:] != (_SOURCE_SIZE, _SOURCE_SIZE) or len(images) != len(labels):
+            raise DatasetError(f"unexpected scikit-learn digits data of shape {images.shape}")
+        images.setflags(write=False)
+        labels.setflags(write=False)
+        _ARRAYS = (images, labels)
+    return _ARRAYS
+
+
+def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of 1-D bilinear resampling with half-pixel centres.
+
+    The same convention as torch's interpolate(mode="bilinear", align_corners=False) and
+    PIL's BILINEAR when upscaling; edge samples are clamped. Applying it to rows and then
+    columns gives 2-D bilinear interpolation, computed exactly the same way every time.
+    """
+    centres = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    centres = np.clip(centres, 0.0, size_in - 1)
+    lo = np.minimum(np.floor(centres).astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = centres - lo
+    weights = np.zeros((size_out, size_in), dtype=np.float64)
+    rows = np.arange(size_out)
+    np.add.at(weights, (rows, lo), 1.0 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    return weights
+
+
+def split_indices(count: int, split: str, seed: int, check_count: int) -> np.ndarray:
+    """Sorted sample ids of `split`: a seeded permutation's first `check_count` are "check"."""
+    if split == "all":
+        return np.arange(count, dtype=np.int64)
+    order = np.random.default_rng([seed, 0x6469676974]).permutation(count)
+    chosen = order[:check_count] if split == "check" else order[check_count:]
+    return np.sort(chosen).astype(np.int64)
+
+
+class DigitsDataset:
+    """Handwritten digits (scikit-learn), labelled, served as normalised float32 NCHW."""
+
+    name = "digits"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        split: str = "all",
+        seed: int = 0,
+        check_count: int = DEFAULT_CHECK_COUNT,
+    ) -> None:
+        if split not in SPLITS:
+            raise DatasetError(f"digits split {split!r}: choose from {', '.join(SPLITS)}")
+        if int(image_size) < 1:
+            raise DatasetError(f"digits image size must be positive, not {image_size}")
+        images, labels = _digits_arrays()
+        if not 0 < int(check_count) < len(images):
+            raise DatasetError(
+                f"digits check_count must be between 1 and {len(images) - 1}, not {check_count}"
+            )
+        self.image_size = int(image_size)
+        self.split = split
+        self.seed = int(seed)
+        self.check_count = int(check_count)
+        self._ids = split_indices(len(images), split, self.seed, self.check_count)
+        self._images = images
+        self._labels = labels[self._ids]
+        self._labels.setflags(write=False)
+        self._resample = bilinear_matrix(_SOURCE_SIZE, self.image_size)
+        self.count = len(self._ids)
+
+    def sample_ids(self) -> np.ndarray:
+        """Position of each sample of this split in scikit-learn's original order."""
+        return self._ids.copy()
+
+    def load_uint8(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 RGB images (k, S, S, 3) at `indices` (positions within the split)."""
+        positions = np.asarray(indices, dtype=np.int64).ravel()
+        if positions.size and (positions.min() < 0 or positions.max() >= self.count):
+            raise IndexError(f"digits {self.split} index out of range 0..{self.count - 1}")
+        grey = self._images[self._ids[positions]].astype(np.float64)
+        w = self._resample
+        upscaled = np.einsum("ij,kjl,ml->kim", w, grey, w)
+        grey_out = np.clip(np.rint(upscaled), 0, 255).astype(np.uint8)
+        return np.repeat(grey_out[..., None], 3, axis=3)
+
+    def load(self, indices: np.ndarray) -> np.ndarray:
+        return normalize_uint8_hwc(self.load_uint8(indices))
+
+    def labels(self) -> np.ndarray:
+        return self._labels.copy()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": "scikit-learn load_digits (8x8 grey, upscaled bilinearly)",
+            "split": self.split,
+            "count": self.count,
+            "check_count": self.check_count,
+            "image_size": self.image_size,
+            "seed": self.seed,
+            "num_classes": NUM_CLASSES,
+            "labels": True,
+            "scikit_learn": _sklearn_version(),
+        }
+
+
+def _sklearn_version() -> str | None:
+    try:
+        import sklearn
+    except ImportError:
+        return None
+    return str(sklearn.__version__)
