@@ -1,0 +1,826 @@
+"""TensorRT on a CUDA GPU: strongly typed engines built from ONNX graphs that carry their
+own precision (fp32 export, fp16 graph, explicit Q/DQ int8 graph), cached on disk.
+
+Staged samples live in one NCHW buffer in the engine's input dtype (GPU-resident by
+default, or pinned host memory). Each in-flight slot owns a CUDA stream, pinned index and
+output buffers, a device input buffer and a device logits buffer sized for max_batch, and
+its own execution contexts (contexts are not thread-safe). With CUDA graphs, each slot
+captures one graph per batch bucket (`batch_buckets`, shared with the torch backend) that
+copies the row numbers in, gathers the rows, runs the engine, takes the arg-max and copies
+the top-1 out: a batch is one replay.
+
+A captured graph bakes in its context's input shape and internal state, and TensorRT
+updates a context's state when its input shape changes (its documentation says to enqueue
+once after a shape change, before capturing). So every bucket gets its own execution
+context with a fixed shape; the contexts of one slot share one block of activation memory
+(user-managed allocation), which is safe because they only ever run one after another on
+the slot's stream. Without graphs, one context per slot changes shape as batches need.
+
+TensorRT 10 Python API used here (names as in NVIDIA's TensorRT 10 Python API reference;
+checked against the binding sources python/src/infer/pyCore.cpp and
+python/src/parsers/pyOnnx.cpp of NVIDIA/TensorRT 10.x):
+  trt.__version__
+  trt.ILogger (subclassed; base __init__ called explicitly; log(severity, msg)),
+      trt.ILogger.Severity.{INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE}
+  trt.Builder(logger)
+  builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+  trt.OnnxParser(network, logger); parser.parse_from_file(path) -> bool;
+      parser.num_errors; parser.get_error(i) (str() of an IParserError is one message)
+  network.num_inputs; network.get_input(i).name
+  builder.create_builder_config()
+  config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, n)
+  config.clear_flag(trt.BuilderFlag.TF32)            (only when asked: extra["trt_tf32"]=False)
+  builder.create_optimization_profile(); profile.set_shape(name, min, opt, max)
+  config.add_optimization_profile(profile)
+  builder.build_serialized_network(network, config) -> IHostMemory or None (buffer protocol)
+  trt.Runtime(logger); runtime.deserialize_cuda_engine(bytes) -> ICudaEngine or None
+  engine.num_io_tensors; engine.get_tensor_name(i); engine.get_tensor_mode(name)
+      (== trt.TensorIOMode.INPUT / OUTPUT); engine.get_tensor_dtype(name) (trt.DataType.*);
+      engine.get_tensor_shape(name) (Dims, -1 for dynamic); engine.get_tensor_profile_shape(name, 0)
+  engine.create_execution_context()                      (default STATIC allocation)
+  engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+      (TensorRT 10.0+; falls back to engine.create_runtime_config() +
+      runtime_config.set_execution_context_allocation_strategy(...) +
+      engine.create_execution_context(runtime_config) where the first form is refused)
+  engine.device_memory_size_v2 (10.1+), else engine.device_memory_size
+  context.set_device_memory(ptr, size) (10.1+), else context.device_memory = ptr
+  context.set_input_shape(name, shape) -> bool
+  context.set_tensor_address(name, ptr) -> bool
+  context.execute_async_v3(stream_handle) -> bool
+Not used: BuilderFlag.FP16/INT8 and the INT8 calibrators (removed in TensorRT 11).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.errors import BackendError, DeepgapError, DeviceError
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
+from sut.backends.torch_backend import batch_buckets
+from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from sut.trt_plan import (
+    FP16_GRAPH,
+    FP32_EXPORT,
+    INT8_QDQ_GRAPH,
+    BindingPlan,
+    TensorDesc,
+    engine_cache_key,
+    engine_cache_path,
+    engine_stem,
+    file_sha256,
+    onnx_for_precision,
+    profile_shapes,
+)
+
+log = logging.getLogger(__name__)
+
+TRT_MISSING = (
+    "TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer, which downloads "
+    "NVIDIA's libraries from NVIDIA's package index); use --backend torch meanwhile"
+)
+INT8_NEEDS_CALIBRATION = (
+    "int8 needs a calibration cache (activation_amax, weight_scales and cache_hash from the "
+    "calibration step on the MLPerf calibration set), passed to the tensorrt backend as "
+    "options.extra['calibration']; run calibration first, or use fp16/fp32"
+)
+DEFAULT_WORKSPACE_BYTES = 4 << 30
+
+_TORCH_DTYPES = {"float32": "float32", "float16": "float16"}
+# trt.DataType member name -> numpy-style name used by sut.trt_plan.
+_TRT_DTYPE_NAMES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+    "FP8": "float8",
+    "INT4": "int4",
+    "FP4": "float4",
+}
+
+
+# -- TensorRT plumbing (takes the `tensorrt` module as an argument: testable with a fake) --
+
+
+def make_logger(trt: Any) -> Any:
+    """An ILogger that forwards to Python logging and keeps the last errors, so a failed
+    build or deserialisation can say why in its one-line error."""
+
+    severity = trt.ILogger.Severity
+    levels = [
+        (severity.INTERNAL_ERROR, logging.ERROR),
+        (severity.ERROR, logging.ERROR),
+        (severity.WARNING, logging.WARNING),
+        (severity.INFO, logging.DEBUG),
+    ]
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: deque[str] = deque(maxlen=8)
+
+        def log(self, sev: Any, msg: str) -> None:  # called by TensorRT, maybe off-thread
+            level = next((lvl for s, lvl in levels if s == sev), None)
+            if level is None:  # VERBOSE
+                return
+            text = " ".join(str(msg).split())
+            if level >= logging.ERROR:
+                self.errors.append(text)
+            log.log(level, "TensorRT: %s", text)
+
+        def recent_errors(self) -> str:
+            return " | ".join(self.errors)
+
+    return _Logger()
+
+
+def build_serialized_engine(
+    trt: Any,
+    logger: Any,
+    onnx_path: Path,
+    shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+    workspace_bytes: int,
+    tf32: bool = True,
+) -> bytes:
+    """Parse `onnx_path` into a strongly typed network and build a serialized engine with
+    one optimization profile for the input. Raises BackendError with TensorRT's reasons."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [_one_line(str(parser.get_error(i))) for i in range(parser.num_errors)]
+        raise BackendError(
+            f"TensorRT could not parse {onnx_path.name}: "
+            + ("; ".join(errors) or logger.recent_errors() or "no parser error reported")
+        )
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    if inputs != [INPUT_NAME]:
+        raise BackendError(
+            f"{onnx_path.name} has inputs {inputs}; expected exactly one input {INPUT_NAME!r}"
+        )
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, *shapes)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(
+            f"TensorRT engine build failed for {onnx_path.name}: "
+            + (logger.recent_errors() or "no error reported (see the TensorRT log)")
+        )
+    return bytes(serialized)
+
+
+def deserialize_engine(trt: Any, runtime: Any, data: bytes) -> Any:
+    """The engine, or None where TensorRT refuses the bytes (other version, other GPU)."""
+    return runtime.deserialize_cuda_engine(data)
+
+
+def io_descriptions(trt: Any, engine: Any) -> list[TensorDesc]:
+    """The engine's IO tensors as plain data for sut.trt_plan.BindingPlan."""
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode = engine.get_tensor_mode(name)
+        if mode == trt.TensorIOMode.INPUT:
+            mode_name = "input"
+        elif mode == trt.TensorIOMode.OUTPUT:
+            mode_name = "output"
+        else:
+            mode_name = str(mode)
+        shape = engine.get_tensor_shape(name)
+        dims = tuple(int(shape[d]) for d in range(len(shape)))
+        tensors.append(TensorDesc(name, mode_name, _dtype_name(engine.get_tensor_dtype(name)), dims))
+    return tensors
+
+
+def profile_max_batch(engine: Any) -> int:
+    """Largest batch of the engine's first optimization profile."""
+    shapes = engine.get_tensor_profile_shape(INPUT_NAME, 0)
+    return int(shapes[2][0])
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
+    return _TRT_DTYPE_NAMES.get(name, name.lower())
+
+
+def _user_managed_context(trt: Any, engine: Any) -> Any:
+    strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+    try:
+        return engine.create_execution_context(strategy)
+    except TypeError:
+        runtime_config = engine.create_runtime_config()
+        runtime_config.set_execution_context_allocation_strategy(strategy)
+        return engine.create_execution_context(runtime_config)
+
+
+def _attach_device_memory(context: Any, ptr: int, size: int) -> None:
+    setter = getattr(context, "set_device_memory", None)
+    if setter is not None:
+        setter(ptr, size)
+    else:  # TensorRT 10.0
+        context.device_memory = ptr
+
+
+def _activation_bytes(engine: Any) -> int:
+    size = getattr(engine, "device_memory_size_v2", None)
+    if size is None:
+        size = engine.device_memory_size
+    return int(size)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def load_or_build_engine(
+    trt: Any,
+    logger: Any,
+    runtime: Any,
+    engine_path: Path,
+    build: Any,
+    metadata: dict[str, Any],
+) -> tuple[Any, str]:
+    """(engine, "hit" | "built" | "rebuilt"): load `engine_path` if it deserialises, else
+    call `build()` for the serialized bytes, cache them with a JSON sidecar, and load them."""
+    if engine_path.is_file():
+        engine = deserialize_engine(trt, runtime, engine_path.read_bytes())
+        if engine is not None:
+            log.info("tensorrt: loaded cached engine %s", engine_path)
+            return engine, "hit"
+        log.warning(
+            "tensorrt: cached engine %s does not deserialise (%s); rebuilding",
+            engine_path,
+            logger.recent_errors() or "no reason given",
+        )
+        status = "rebuilt"
+    else:
+        status = "built"
+    log.info("tensorrt: building engine %s (takes a while; cached for later runs)", engine_path.name)
+    start = time.perf_counter()
+    data = build()
+    seconds = time.perf_counter() - start
+    try:
+        _write_atomic(engine_path, data)
+        sidecar = dict(metadata, build_seconds=round(seconds, 1), engine_bytes=len(data))
+        _write_atomic(engine_path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
+    except OSError as exc:
+        log.warning("tensorrt: could not cache the engine at %s: %s", engine_path, exc)
+    log.info("tensorrt: engine built in %.1f s (%.1f MB)", seconds, len(data) / 1e6)
+    engine = deserialize_engine(trt, runtime, data)
+    if engine is None:
+        raise BackendError(
+            "TensorRT could not deserialise the engine it just built: "
+            + (logger.recent_errors() or "no reason given")
+        )
+    return engine, status
+
+
+# -- the backend -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    activation_amax: dict[str, float]
+    weight_scales: dict[str, Any]
+    cache_hash: str
+
+
+@dataclass
+class _Slot:
+    stream: Any
+    event: Any
+    idx_host: Any  # pinned int64 (max_batch,)
+    idx_dev: Any  # device int64 (max_batch,)
+    out_host: Any  # pinned int32 (max_batch,)
+    in_dev: Any  # device (max_batch, C, S, S), engine input dtype: the engine reads this
+    logits: Any  # device (max_batch, classes), engine output dtype: the engine writes this
+    idx_np: Any = None
+    out_np: Any = None
+    in_host: Any = None  # host staging only: pinned (max_batch, C, S, S)
+    context: Any = None  # free-shape context (no-graph path and odd tight-loop sizes)
+    context_batch: int = 0  # batch size `context` is currently set to
+    scratch: Any = None  # shared activation memory of the user-managed contexts
+    contexts: dict[int, Any] = field(default_factory=dict)  # bucket -> fixed-shape context
+    graphs: dict[int, Any] = field(default_factory=dict)  # bucket -> CUDAGraph
+    pool: Any = None
+
+
+class _CudaPending:
+    def __init__(self, backend: "TensorRTBackend", slot: _Slot, count: int) -> None:
+        self._backend = backend
+        self._slot = slot
+        self._count = count
+
+    def wait(self) -> np.ndarray:
+        self._slot.event.synchronize()
+        return self._slot.out_np[: self._count]
+
+    def release(self) -> None:
+        self._backend._free_slots.put(self._slot)
+
+
+class TensorRTBackend(Backend):
+    """TensorRT engines on one CUDA GPU. Options read from `options.extra`:
+    cache_dir (deepgap cache root), calibration (int8: .activation_amax, .weight_scales,
+    .cache_hash), trt_workspace_bytes (default 4 GiB), trt_tf32 (default True, TensorRT's
+    own default for fp32 layers).
+
+    load() checks, in order: precision (fp32/fp16/int8), int8 calibration, a CUDA device
+    string, then imports TensorRT and looks for a GPU. Configuration mistakes are thus
+    reported the same way on every machine, with or without TensorRT.
+    """
+
+    name: ClassVar[str] = "tensorrt"
+
+    def __init__(self, model: ModelSpec, options: BackendOptions) -> None:
+        super().__init__(model, options)
+        self._trt: Any = None
+        self._torch: Any = None
+        self._logger: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._plan: BindingPlan | None = None
+        self._device: Any = None
+        self._in_dtype: Any = None
+        self._out_dtype: Any = None
+        self._staged: Any = None
+        self._slots: list[_Slot] = []
+        self._free_slots: queue.Queue = queue.Queue()
+        self._bucket_for: list[int] = []
+        self._graphs_note = "not built"
+        self._info: dict[str, Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        precision = self.model.precision
+        graph_kind = onnx_for_precision(precision)  # BackendError for bf16 and others
+        calibration = self._calibration() if precision == "int8" else None
+        if not self.options.device.startswith("cuda"):
+            raise DeviceError(
+                f"tensorrt backend runs on CUDA GPUs only; device {self.options.device!r} "
+                "is not one (use --backend torch or onnxruntime on the CPU)"
+            )
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise BackendError(TRT_MISSING) from exc
+        except OSError as exc:  # the package is there but NVIDIA's libraries are not
+            raise BackendError(f"TensorRT is installed but failed to load: {_one_line(str(exc))}") from exc
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError("tensorrt backend: CUDA requested but no CUDA device is visible")
+        self._trt, self._torch = trt, torch
+        requested = torch.device(self.options.device)
+        index = requested.index if requested.index is not None else torch.cuda.current_device()
+        self._device = torch.device("cuda", index)
+        torch.cuda.set_device(self._device)
+        gpu = torch.cuda.get_device_name(self._device)
+        capability = tuple(torch.cuda.get_device_capability(self._device))
+
+        max_batch = int(self.options.max_batch)
+        shapes = profile_shapes(self.model.image_size, 1, max_batch, max_batch)
+        extra = self.options.extra
+        cache_dir = extra.get("cache_dir")
+        workspace = int(extra.get("trt_workspace_bytes", DEFAULT_WORKSPACE_BYTES))
+        tf32 = bool(extra.get("trt_tf32", True))
+
+        fp32_path = export_onnx(self.model, cache_dir)
+        onnx_path = self._graph_for(graph_kind, fp32_path, calibration)
+        onnx_sha = file_sha256(onnx_path)
+        calibration_hash = str(calibration.cache_hash) if calibration is not None else None
+        settings = {"workspace": workspace, "tf32": tf32, "strongly_typed": True}
+        key = engine_cache_key(
+            gpu, capability, trt.__version__, self.model.name, precision,
+            1, max_batch, max_batch, self.model.image_size, onnx_sha, calibration_hash,
+            settings=settings,
+        )
+        stem = engine_stem(
+            self.model.name, self.model.image_size, precision, max_batch, gpu, capability,
+            trt.__version__,
+        )
+        engine_path = engine_cache_path(cache_dir, key, stem)
+        metadata = {
+            "key": key, "gpu": gpu, "compute_capability": list(capability),
+            "tensorrt": trt.__version__, "model": self.model.name, "precision": precision,
+            "image_size": self.model.image_size, "profile": [list(s) for s in shapes],
+            "onnx": str(onnx_path), "onnx_sha256": onnx_sha, "calibration_hash": calibration_hash,
+            "settings": settings,
+        }
+
+        self._logger = make_logger(trt)
+        self._runtime = trt.Runtime(self._logger)
+        engine, status = load_or_build_engine(
+            trt, self._logger, self._runtime, engine_path,
+            lambda: build_serialized_engine(trt, self._logger, onnx_path, shapes, workspace, tf32),
+            metadata,
+        )
+        plan = BindingPlan.from_descriptions(
+            io_descriptions(trt, engine), self.model.num_classes, self.model.image_size,
+            max_batch=profile_max_batch(engine),
+        )
+        if plan.max_batch is not None and plan.max_batch < max_batch:
+            raise BackendError(
+                f"engine {engine_path.name} allows batches up to {plan.max_batch}, not "
+                f"{max_batch}; delete it to rebuild"
+            )
+        self._engine, self._plan = engine, plan
+        self._in_dtype = getattr(torch, _TORCH_DTYPES[plan.input.dtype])
+        self._out_dtype = getattr(torch, _TORCH_DTYPES[plan.output.dtype])
+        self._info = {
+            "tensorrt": trt.__version__,
+            "engine_path": str(engine_path),
+            "engine_cache": status,
+            "engine_key": key,
+            "onnx_graph": graph_kind,
+            "onnx_path": str(onnx_path),
+            "calibration_hash": calibration_hash,
+            "gpu": gpu,
+            "compute_capability": f"{capability[0]}.{capability[1]}",
+            "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
+            "input_dtype": plan.input.dtype,
+            "output_dtype": plan.output.dtype,
+            "strongly_typed": True,
+            "workspace_bytes": workspace,
+            "builder_tf32": tf32,
+            "activation_bytes": _activation_bytes(engine),
+        }
+        log.info(
+            "tensorrt %s: %s engine (%s) on %s, input %s, batches 1..%d",
+            trt.__version__, precision, "cache hit" if status == "hit" else status, gpu,
+            plan.input.dtype, max_batch,
+        )
+
+    def _calibration(self) -> Any:
+        """options.extra["calibration"] as an object with .activation_amax (tensor name ->
+        amax), .weight_scales (initializer name -> per-channel scales) and .cache_hash.
+        calibration.cache.CalibrationCache (.activations[name].amax, .weights[name].scales,
+        .cache_hash) is accepted too and read into that shape."""
+        calibration = self.options.extra.get("calibration")
+        if calibration is None or not hasattr(calibration, "cache_hash"):
+            raise BackendError(INT8_NEEDS_CALIBRATION)
+        if hasattr(calibration, "activation_amax") and hasattr(calibration, "weight_scales"):
+            return calibration
+        if hasattr(calibration, "activations") and hasattr(calibration, "weights"):
+            return _Calibration(
+                activation_amax={name: float(r.amax) for name, r in calibration.activations.items()},
+                weight_scales={name: w.scales for name, w in calibration.weights.items()},
+                cache_hash=str(calibration.cache_hash),
+            )
+        raise BackendError(INT8_NEEDS_CALIBRATION)
+
+    def _graph_for(self, graph_kind: str, fp32_path: Path, calibration: Any) -> Path:
+        """The ONNX file TensorRT parses. Derived graphs are regenerated on every load (a
+        quick rewrite of the fp32 graph), so a change in the converter can never leave a
+        stale file behind; an unchanged result hashes the same and keeps the engine."""
+        if graph_kind == FP32_EXPORT:
+            return fp32_path
+        try:
+            from sut import onnx_precision
+        except ImportError as exc:
+            raise BackendError(
+                f"tensorrt {self.model.precision} needs sut/onnx_precision.py (make_fp16, "
+                f"make_qdq_int8), which this checkout lacks: {exc}"
+            ) from exc
+        if graph_kind == FP16_GRAPH:
+            target = fp32_path.with_name(f"{fp32_path.stem}-fp16.onnx")
+
+            def convert(out: Path) -> None:
+                onnx_precision.make_fp16(fp32_path, out)
+        elif graph_kind == INT8_QDQ_GRAPH:
+            target = fp32_path.with_name(f"{fp32_path.stem}-int8-{str(calibration.cache_hash)[:16]}.onnx")
+
+            def convert(out: Path) -> None:
+                onnx_precision.make_qdq_int8(
+                    fp32_path, calibration.activation_amax, calibration.weight_scales, out
+                )
+        else:  # pragma: no cover - onnx_for_precision returns only the kinds above
+            raise BackendError(f"unknown ONNX graph kind {graph_kind!r}")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".onnx", dir=target.parent)
+        os.close(fd)
+        try:
+            convert(Path(tmp_name))
+            os.replace(tmp_name, target)
+        except DeepgapError:  # the converters' own ConfigError/BackendError say it best
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"making the {graph_kind} ONNX graph from {fp32_path.name} failed: "
+                f"{_one_line(str(exc)) or type(exc).__name__}"
+            ) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        return target
+
+    def close(self) -> None:
+        torch = self._torch
+        if torch is not None and self._slots:
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize(self._device)
+        self._drop_slots()
+        self._staged = None
+        self._engine = None
+        self._runtime = None
+        if torch is not None and self._device is not None:
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
+
+    # -- staging -----------------------------------------------------------------------
+
+    def _require_loaded(self) -> BindingPlan:
+        if self._plan is None or self._engine is None:
+            raise BackendError("tensorrt backend is not loaded (call load() first)")
+        return self._plan
+
+    def allocate_staging(self, capacity: int) -> None:
+        plan = self._require_loaded()
+        torch = self._torch
+        if capacity < 1:
+            raise BackendError(f"staging capacity must be at least 1, got {capacity}")
+        if self._staged is not None and self._staged.shape[0] == capacity:
+            return  # same size: keep the buffer and the graphs captured against it
+        size = self.model.image_size
+        on_device = self.options.staging == "device"
+        self._drop_slots()
+        self._staged = None
+        self._staged = torch.zeros(
+            (capacity, plan.channels, size, size),
+            dtype=self._in_dtype,
+            device=self._device if on_device else "cpu",
+            pin_memory=not on_device,
+        )
+        self._build_slots()
+
+    def stage(self, rows: np.ndarray, samples: np.ndarray) -> None:
+        torch = self._torch
+        if self._staged is None:
+            raise BackendError("tensorrt backend has no staging buffer (allocate_staging)")
+        nchw = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self._staged.device)
+        self._staged.index_copy_(0, index, nchw.to(self._staged.device, self._in_dtype))
+        torch.cuda.synchronize(self._device)
+
+    # -- slots, contexts and graphs ----------------------------------------------------
+
+    def _drop_slots(self) -> None:
+        for slot in self._slots:
+            slot.graphs.clear()  # graphs first: they reference the contexts' memory
+            slot.contexts.clear()
+            slot.context = None
+            slot.scratch = None
+        self._slots = []
+        self._free_slots = queue.Queue()
+
+    def _build_slots(self) -> None:
+        max_batch = self.options.max_batch
+        buckets = batch_buckets(max_batch)
+        self._bucket_for = [0] + [next(b for b in buckets if b >= n) for n in range(1, max_batch + 1)]
+        self._graphs_note = "off (disabled by option)"
+        if self.options.cuda_graphs:
+            try:
+                self._make_slots(graphs=True)
+                self._graphs_note = "per batch bucket"
+            except Exception as exc:  # capture, or user-managed contexts, not possible here
+                reason = _one_line(str(exc)) or type(exc).__name__
+                log.warning("tensorrt: CUDA graphs unavailable (%s); running without graphs", reason)
+                self._drop_slots()
+                with contextlib.suppress(Exception):
+                    self._torch.cuda.synchronize(self._device)
+                self._graphs_note = f"off (capture failed: {reason})"
+        if not self._slots:
+            try:
+                self._make_slots(graphs=False)
+            except BackendError:
+                self._drop_slots()
+                raise
+            except Exception as exc:
+                self._drop_slots()
+                raise BackendError(
+                    f"tensorrt: setting up execution failed: {_one_line(str(exc)) or type(exc).__name__}"
+                ) from exc
+        log.info(
+            "tensorrt: %d CUDA slot(s), graphs %s%s",
+            len(self._slots),
+            self._graphs_note,
+            f" for batch buckets {buckets}" if self._graphs_note == "per batch bucket" else "",
+        )
+
+    def _make_slots(self, graphs: bool) -> None:
+        torch = self._torch
+        plan = self._require_loaded()
+        max_batch = self.options.max_batch
+        in_shape = plan.input_shape(max_batch)
+        for _ in range(max(1, self.options.in_flight)):
+            slot = _Slot(
+                stream=torch.cuda.Stream(self._device),
+                event=torch.cuda.Event(),
+                idx_host=torch.zeros(max_batch, dtype=torch.int64, pin_memory=True),
+                idx_dev=torch.zeros(max_batch, dtype=torch.int64, device=self._device),
+                out_host=torch.zeros(max_batch, dtype=torch.int32, pin_memory=True),
+                in_dev=torch.zeros(in_shape, dtype=self._in_dtype, device=self._device),
+                logits=torch.zeros(plan.output_shape(max_batch), dtype=self._out_dtype, device=self._device),
+            )
+            slot.idx_np, slot.out_np = slot.idx_host.numpy(), slot.out_host.numpy()
+            if self._staged.device != slot.in_dev.device:
+                slot.in_host = torch.zeros(in_shape, dtype=self._in_dtype, pin_memory=True)
+            self._slots.append(slot)  # listed first so a failure below still frees it
+            if graphs:
+                # One block of activation memory for all of this slot's contexts: they run
+                # one after another on the slot's stream, never at the same time.
+                slot.scratch = torch.empty(
+                    max(1, _activation_bytes(self._engine)), dtype=torch.uint8, device=self._device
+                )
+                slot.context = self._new_context(slot)
+                slot.pool = torch.cuda.graph_pool_handle()
+                for bucket in batch_buckets(max_batch):
+                    slot.contexts[bucket] = self._new_context(slot, batch=bucket)
+                    slot.graphs[bucket] = self._capture(slot, bucket)
+            else:
+                slot.context = self._new_context(slot)
+        torch.cuda.synchronize(self._device)
+        for slot in self._slots:
+            self._free_slots.put(slot)
+
+    def _new_context(self, slot: _Slot, batch: int | None = None) -> Any:
+        """An execution context bound to the slot's buffers; with `batch`, its input shape
+        is fixed to that batch for good (a graph is captured against it)."""
+        if slot.scratch is not None:
+            context = _user_managed_context(self._trt, self._engine)
+            if context is None:
+                raise BackendError("TensorRT could not create an execution context")
+            _attach_device_memory(context, slot.scratch.data_ptr(), slot.scratch.numel())
+        else:
+            context = self._engine.create_execution_context()
+            if context is None:
+                raise BackendError(
+                    "TensorRT could not create an execution context (out of GPU memory?): "
+                    + (self._logger.recent_errors() or "no reason given")
+                )
+        for name, tensor in ((INPUT_NAME, slot.in_dev), (OUTPUT_NAME, slot.logits)):
+            if not context.set_tensor_address(name, tensor.data_ptr()):
+                raise BackendError(f"TensorRT refused the address of {name!r}: {self._logger.recent_errors()}")
+        if batch is not None:
+            self._set_shape(context, batch)
+        return context
+
+    def _set_shape(self, context: Any, batch: int) -> None:
+        shape = self._plan.input_shape(batch)
+        if not context.set_input_shape(INPUT_NAME, shape):
+            raise BackendError(
+                f"TensorRT refused input shape {list(shape)}: {self._logger.recent_errors() or 'outside the profile'}"
+            )
+
+    def _batch_body(self, slot: _Slot, count: int, context: Any) -> None:
+        """One batch on the current stream, host buffers to host buffers: row numbers (or
+        host-staged pixels) in, gather, engine, arg-max, top-1 out. `context` must already
+        have its input shape set to `count`."""
+        torch = self._torch
+        if slot.in_host is not None:
+            slot.in_dev[:count].copy_(slot.in_host[:count], non_blocking=True)
+        else:
+            slot.idx_dev[:count].copy_(slot.idx_host[:count], non_blocking=True)
+            torch.index_select(self._staged, 0, slot.idx_dev[:count], out=slot.in_dev[:count])
+        if not context.execute_async_v3(torch.cuda.current_stream(self._device).cuda_stream):
+            raise BackendError(
+                "TensorRT execution failed: " + (self._logger.recent_errors() or "no reason given")
+            )
+        top1 = slot.logits[:count].argmax(dim=1).to(torch.int32)
+        slot.out_host[:count].copy_(top1, non_blocking=True)
+
+    def _capture(self, slot: _Slot, bucket: int) -> Any:
+        torch = self._torch
+        context = slot.contexts[bucket]
+        # TensorRT's CUDA-graph guidance: enqueue once after setting the shape (it does
+        # shape-dependent setup then), outside the capture.
+        with torch.cuda.stream(slot.stream):
+            self._batch_body(slot, bucket, context)
+        slot.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream):
+            self._batch_body(slot, bucket, context)
+        return graph
+
+    # -- running -----------------------------------------------------------------------
+
+    def run_batch(self, rows: np.ndarray):
+        self._require_loaded()
+        count = len(rows)
+        if count == 0:
+            return DonePending(np.empty(0, dtype=np.int32))
+        if count > self.options.max_batch:
+            raise BackendError(f"batch of {count} exceeds max batch {self.options.max_batch}")
+        if not self._slots:
+            raise BackendError("tensorrt backend has no staging buffer (allocate_staging)")
+        slot = self._free_slots.get()
+        try:
+            self._launch(slot, rows, count)
+        except BaseException:
+            self._free_slots.put(slot)
+            raise
+        return _CudaPending(self, slot, count)
+
+    def _launch(self, slot: _Slot, rows: np.ndarray, count: int) -> None:
+        torch = self._torch
+        if slot.in_host is not None:
+            rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+            torch.index_select(self._staged, 0, rows_t, out=slot.in_host[:count])
+        else:
+            slot.idx_np[:count] = rows
+        # Entries past `count` keep earlier, valid rows or pixels: bucket padding computes
+        # throwaway results instead of reading out of bounds.
+        with torch.cuda.stream(slot.stream):
+            if slot.graphs:
+                slot.graphs[self._bucket_for[count]].replay()
+            else:
+                self._run_free(slot, count)
+            slot.event.record(slot.stream)
+
+    def _run_free(self, slot: _Slot, count: int) -> None:
+        if slot.context_batch != count:
+            self._set_shape(slot.context, count)
+            slot.context_batch = count
+        self._batch_body(slot, count, slot.context)
+
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        self._require_loaded()
+        torch = self._torch
+        if self._staged is None or not 1 <= batch_size <= min(self.options.max_batch, self._staged.shape[0]):
+            raise BackendError(
+                f"tight loop batch size {batch_size} must be 1..max batch and fit the staged rows"
+            )
+        slot = self._free_slots.get()
+        try:
+            slot.idx_np[:batch_size] = np.arange(batch_size)
+            if slot.in_host is not None:
+                slot.in_host[:batch_size].copy_(self._staged[:batch_size])
+            graph = slot.graphs.get(batch_size)
+            if graph is not None:
+                run = graph.replay
+            else:
+                def run() -> None:
+                    self._run_free(slot, batch_size)
+            with torch.cuda.stream(slot.stream):
+                run()
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record(slot.stream)
+                for _ in range(iterations):
+                    run()
+                end.record(slot.stream)
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        finally:
+            self._free_slots.put(slot)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "backend": self.name,
+            "device": self.options.device,
+            "precision": self.model.precision,
+            "max_batch": self.options.max_batch,
+            "in_flight": self.options.in_flight,
+            "staging": self.options.staging,
+            "cuda_graphs": self._graphs_note,
+            "graph_buckets": batch_buckets(self.options.max_batch)
+            if self._graphs_note == "per batch bucket"
+            else [],
+        }
+        info.update(self._info)
+        return info
