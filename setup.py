@@ -11,7 +11,9 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*"]),
+    packages=find_packages(
+        include=["harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*"]
+    ),
     package_data={"scenarios": ["*.yaml", "profiles/*.yaml"]},
     install_requires=[
         "mlcommons-loadgen>=6.0",
@@ -23,6 +25,7 @@ setup(
         "onnx>=1.15",
         "onnxruntime>=1.17",
         "nvidia-ml-py>=12.535",
+        "scikit-learn>=1.3",  # its bundled handwritten digits train the accuracy gate's network
     ],
     extras_require={
         "gpu": ["nvidia-ml-py>=12.535"],

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from harness.config import BACKENDS, DATASETS, CliRequest
+from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
 from harness.errors import ConfigError, DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
 from sut.settings import SCENARIOS
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", choices=SCENARIOS, default="Offline", help="LoadGen scenario")
     p.add_argument("--model", choices=MODELS, default="resnet50", help="network")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="numeric precision (fp16/bf16 need a CUDA GPU; int8 is not available yet)")
+                   help="numeric precision (fp16/bf16: CUDA GPUs; int8: ONNX Runtime on the CPU, TensorRT on GPUs)")
     p.add_argument("--gpu", default="auto",
                    help="GPU profile: T4, L4, A10, A100, H100, H200, cpu, or auto (match the visible device)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
@@ -103,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--compile", action="store_true", help="torch.compile the network")
     batching.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                           help="keep NCHW memory layout")
+    quant = p.add_argument_group("INT8 calibration and the accuracy gate")
+    quant.add_argument("--calibration-algorithm", choices=CALIBRATION_ALGORITHMS, default="entropy",
+                       help="activation range: entropy (KL, as TensorRT), percentile, or max")
+    quant.add_argument("--calibration-percentile", type=_positive_float, default=99.99,
+                       help="percentile of |activation| kept by --calibration-algorithm percentile")
+    quant.add_argument("--calibration-count", type=_positive_int, default=500,
+                       help="calibration images, chosen by seed, disjoint from the performance set")
+    quant.add_argument("--calibration-list", type=Path, default=None,
+                       help="ImageNet image names to calibrate on (e.g. MLPerf's cal_image_list_option_1.txt)")
+    quant.add_argument("--skip-accuracy-gate", action="store_true",
+                       help="benchmark fp16/bf16/int8 even if they fail the check against FP32")
+    quant.add_argument("--gate-samples", type=_positive_int, default=500,
+                       help="held-out samples the accuracy gate compares against FP32")
+    quant.add_argument("--gate-min-agreement", type=_positive_float, default=0.99,
+                       help="without labels: the top-1 agreement with FP32 the gate requires")
     lg_group = p.add_argument_group("LoadGen overrides (default: profiles and user.conf)")
     lg_group.add_argument("--target-qps", type=_positive_float, default=None,
                           help="Server: scheduled load; Offline: expected throughput")

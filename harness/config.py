@@ -22,6 +22,7 @@ from sut.settings import SCENARIOS, mlperf_rules
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "null")
 DATASETS = ("synthetic", "imagenet")
+CALIBRATION_ALGORITHMS = ("entropy", "percentile", "max")
 # Harness knobs before any profile: conservative values that work on any device.
 BUILTIN_KNOBS: dict[str, Any] = {
     "max_batch": 1,
@@ -55,6 +56,14 @@ class CliRequest:
     seed: int = 0
     compile: bool = False
     channels_last: bool = True
+    # INT8 calibration and the accuracy gate.
+    calibration_algorithm: str = "entropy"
+    calibration_percentile: float = 99.99
+    calibration_count: int = 500
+    calibration_list: Path | None = None
+    skip_accuracy_gate: bool = False
+    gate_samples: int = 500
+    gate_min_agreement: float = 0.99
     # Harness knobs and LoadGen overrides: None = take the layer below.
     max_batch: int | None = None
     batch_timeout_us: int | None = None
@@ -71,6 +80,7 @@ class CliRequest:
         choices = {
             "scenario": SCENARIOS, "model": MODELS, "precision": PRECISIONS,
             "mode": ("performance", "accuracy"), "dataset": DATASETS,
+            "calibration_algorithm": CALIBRATION_ALGORITHMS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -79,7 +89,12 @@ class CliRequest:
             raise ConfigError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
         if self.staging is not None and self.staging not in ("device", "host"):
             raise ConfigError("--staging must be 'device' or 'host'")
+        if not 0 < self.gate_min_agreement <= 1:
+            raise ConfigError(f"--gate-min-agreement must be in (0, 1], got {self.gate_min_agreement}")
+        if not 0 < self.calibration_percentile <= 100:
+            raise ConfigError(f"--calibration-percentile must be in (0, 100], got {self.calibration_percentile}")
         positive = ("dataset_count", "image_size", "max_batch", "in_flight", "threads",
+                    "calibration_count", "gate_samples",
                     "target_qps", "target_latency_ms", "min_duration_ms", "min_query_count")
         for name in positive:
             value = getattr(self, name)
@@ -126,37 +141,59 @@ class RunConfig:
 
 
 def choose_backend(request: CliRequest, device: DeviceChoice) -> str:
-    """The user's --backend, or the best available for the device and precision; never a
-    silent change of precision."""
-    if request.precision == "int8" or request.backend == "tensorrt":
-        raise BackendError(
-            f"{'int8' if request.precision == 'int8' else 'the tensorrt backend'} is not available "
-            "yet (it comes with INT8 calibration); supported now: --backend torch with fp32/fp16/bf16 "
-            "(bf16 and fp16 on CUDA), --backend onnxruntime with fp32"
-        )
-    if request.backend is not None:
-        backend = request.backend
-    elif device.device == "cpu" and request.precision == "fp32" and _has_onnxruntime():
-        backend = "onnxruntime"
-    else:
-        backend = "torch"
+    """The user's --backend, or the best available for the device and precision. Never a
+    silent change of precision: where nothing installed runs it, say what to install."""
+    precision, on_cpu = request.precision, device.device == "cpu"
+    backend = request.backend or _default_backend(precision, on_cpu)
     # Fail here, before any output folder, dataset or log line, rather than at backend load.
-    if backend == "onnxruntime" and request.precision != "fp32":
-        raise BackendError(
-            f"the onnxruntime backend runs fp32 only; use --backend torch for {request.precision}"
-        )
-    if backend == "torch" and device.device == "cpu" and request.precision != "fp32":
-        raise DeviceError(
-            f"--precision {request.precision} needs a CUDA GPU (this run is on the CPU); "
-            "use --precision fp32 on the CPU"
-        )
+    if backend == "tensorrt":
+        if on_cpu:
+            raise DeviceError("the tensorrt backend needs a CUDA GPU; on the CPU use --backend onnxruntime")
+        if not _installed("tensorrt"):
+            raise BackendError(TENSORRT_MISSING)
+        if precision not in ("fp32", "fp16", "int8"):
+            raise BackendError(f"the tensorrt backend runs fp32, fp16 and int8, not {precision}")
+    if backend == "onnxruntime":
+        if precision not in ("fp32", "int8"):
+            raise BackendError(f"the onnxruntime backend runs fp32 and int8; use --backend torch for {precision}")
+        if not _installed("onnxruntime"):
+            raise BackendError("onnxruntime is not installed: pip install onnxruntime")
+    if backend == "torch":
+        if precision == "int8":
+            raise BackendError(
+                "the torch backend has no int8 path; use --backend onnxruntime (CPU) or --backend tensorrt (GPU)"
+            )
+        if on_cpu and precision != "fp32":
+            raise DeviceError(
+                f"--precision {precision} needs a CUDA GPU (this run is on the CPU); "
+                "use --precision fp32 on the CPU"
+            )
     return backend
 
 
-def _has_onnxruntime() -> bool:
+TENSORRT_MISSING = (
+    "TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer; it downloads "
+    "NVIDIA's libraries from NVIDIA's package index)"
+)
+
+
+def _default_backend(precision: str, on_cpu: bool) -> str:
+    if on_cpu:
+        return "onnxruntime" if _installed("onnxruntime") and precision in ("fp32", "int8") else "torch"
+    if precision == "int8":
+        if _installed("tensorrt"):
+            return "tensorrt"
+        raise BackendError(
+            f"no INT8 runtime for CUDA GPUs is installed. {TENSORRT_MISSING}; "
+            "or measure the INT8 CPU baseline with --gpu cpu"
+        )
+    return "torch"
+
+
+def _installed(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("onnxruntime") is not None
+    return importlib.util.find_spec(module) is not None
 
 
 class _Layers:

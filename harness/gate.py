@@ -82,3 +82,25 @@ def judge(figures: GateFigures, min_agreement: float = 0.99) -> GateVerdict:
         return GateVerdict(figures.top1 >= threshold, "top-1 >= 99% of FP32's top-1", figures)
     return GateVerdict(figures.agreement >= min_agreement,
                        f"top-1 agreement with FP32 >= {100 * min_agreement:g}%", figures)
+
+
+_CHUNK = 64
+
+
+def backend_logits(backend: Any, dataset: Any, indices: np.ndarray) -> np.ndarray:
+    """Logits of `backend` for dataset samples `indices`, in chunks."""
+    parts = [backend.logits(dataset.load(indices[start:start + _CHUNK]))
+             for start in range(0, len(indices), _CHUNK)]
+    return np.concatenate(parts, axis=0)
+
+
+def check_figures(under_test: Any, reference: Any, dataset: Any, indices: np.ndarray,
+                  measured_on: str) -> GateFigures:
+    """Both backends must be loaded; `reference` is the FP32 torch model."""
+    labels = dataset.labels()
+    return fidelity(
+        backend_logits(under_test, dataset, indices),
+        backend_logits(reference, dataset, indices),
+        None if labels is None else labels[indices],
+        measured_on,
+    )

@@ -50,6 +50,17 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         hint = _hint(request["scenario"], summary)
         if hint:
             lines.append(f"hint: {hint}")
+    gate = result.get("accuracy_gate")
+    if gate and gate.get("skipped"):
+        lines.append("accuracy gate: SKIPPED (--skip-accuracy-gate): this precision was not checked against FP32")
+    elif gate:
+        from harness.gate import GateFigures, GateVerdict
+
+        figures = GateFigures(**{k: gate[k] for k in GateFigures.__dataclass_fields__})
+        lines.append(GateVerdict(gate["passed"], gate["rule"], figures).line())
+    calibration = result.get("calibration")
+    if calibration:
+        lines.append(f"int8 calibration: {calibration['algorithm']} on {calibration['subset']}")
     accuracy = result.get("accuracy")
     if accuracy:
         label = "top-1 accuracy" if accuracy["kind"] == "accuracy" else "top-1 agreement with the FP32 reference (synthetic data: not an accuracy)"

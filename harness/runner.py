@@ -56,9 +56,10 @@ def model_spec(config: RunConfig) -> ModelSpec:
     return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
 
 
-def backend_options(config: RunConfig) -> BackendOptions:
+def backend_options(config: RunConfig, extra: dict[str, Any] | None = None) -> BackendOptions:
     k = config.knobs
     return BackendOptions(
+        extra=dict(extra or {}),
         device=config.device.device,
         max_batch=int(k["max_batch"]),
         in_flight=int(k["in_flight"]),
@@ -82,9 +83,9 @@ def make_dataset(config: RunConfig) -> Dataset:
     return SyntheticDataset(image_size=r.image_size, **kwargs)
 
 
-def load_backend(config: RunConfig) -> Backend:
+def load_backend(config: RunConfig, extra: dict[str, Any] | None = None) -> Backend:
     r = config.request
-    backend = create_backend(config.backend, model_spec(config), backend_options(config))
+    backend = create_backend(config.backend, model_spec(config), backend_options(config, extra))
     log.info("loading %s %s on %s (%s)", r.model, r.precision, config.device.name, config.backend)
     backend.load()
     return backend
@@ -98,9 +99,12 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     paths = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode)
     prepare_run_dir(paths, r.overwrite)
     started = dt.datetime.now(dt.timezone.utc)
+    checks: dict[str, Any] = {}
+    if backend is None:
+        checks = quality_checks(config, paths, started)
     dataset = dataset or make_dataset(config)
     owned = backend is None
-    backend = backend or load_backend(config)
+    backend = backend or load_backend(config, checks.get("extra"))
     try:
         stats = _run_loadgen(config, paths, dataset, backend, show_progress)
         backend_info = backend.describe()
@@ -113,6 +117,7 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     if r.mode == "accuracy" and stats["failure"] is None:
         accuracy = _score_accuracy(config, paths, dataset)
     result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
+    result.update(checks.get("record", {}))
     record_run(paths, result)
     (paths.user_conf).write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
     write_json_atomic(paths.run_dir / "settings.json", config.to_json())
@@ -120,6 +125,39 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     if stats["failure"] is not None:
         raise RunFailed(f"the backend failed during the run: {stats['failure']} (results in {paths.run_dir})")
     return RunOutcome(paths, result, summary, accuracy)
+
+
+def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) -> dict[str, Any]:
+    """INT8 calibration, then the accuracy gate for reduced precisions, before anything is
+    timed. Returns backend extras ("calibration") and what to record in the result; a
+    failed gate is recorded and raised unless --skip-accuracy-gate."""
+    from harness.gating import GateFailed, calibrate_for, run_gate
+
+    r = config.request
+    extra: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    if config.backend == "null":
+        return {"extra": extra, "record": record}
+    if r.precision == "int8":
+        kind = "imagenet" if r.dataset == "imagenet" else "synthetic"
+        calibrated = calibrate_for(config, model_spec(config), kind)
+        extra["calibration"] = calibrated.cache
+        record["calibration"] = {"path": str(calibrated.path), "subset": calibrated.subset,
+                                 "reused": calibrated.reused, "algorithm": r.calibration_algorithm,
+                                 "cache_hash": calibrated.cache.cache_hash}
+    if r.precision != "fp32" and r.mode == "performance":
+        if r.skip_accuracy_gate:
+            record["accuracy_gate"] = {"skipped": True}
+        else:
+            verdict = run_gate(config, backend_options(config, extra))
+            record["accuracy_gate"] = verdict.to_json()
+            if not verdict.passed:
+                failed = {"deepgap_version": __version__, "status": "gate_failed",
+                          "started_utc": started.isoformat(timespec="seconds"),
+                          "command": " ".join(sys.argv), "config": config.to_json(), **record}
+                record_run(paths, failed)
+                raise GateFailed(f"{verdict.line()}; not benchmarked (--skip-accuracy-gate to run anyway)")
+    return {"extra": extra, "record": record}
 
 
 def _with_sources(config: RunConfig) -> dict[str, tuple[Any, str]]:
@@ -224,7 +262,10 @@ def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 
         measured: float = batch / per_batch
         better = current is None or measured > current
     else:
-        measured = int(per_batch * 1e9)
+        # Half the warm-up time: a run that turns out faster than its warm-up (a busy host
+        # during the warm-up) must still not run out of queries; the only cost of a low
+        # expected latency is a longer pre-generated schedule.
+        measured = int(per_batch * 1e9 / 2)
         better = current is None or measured < current
     if better:
         log.info("sizing: %s %s -> %s (warm-up measurement; was %s from %s)", attr, current, measured, current, source)

@@ -34,6 +34,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     # Import every time (cheap once imported) so a missing scikit-learn is always reported,
     # even after another dataset instance has filled the in-process copy.
     try:
+        import sklearn  # noqa: F401  (checked first: a cached submodule would hide its absence)
         from sklearn.datasets import load_digits
     except ImportError as exc:
         raise DatasetError(
@@ -52,23 +53,31 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return _ARRAYS
 
 
-def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) weights of 1-D bilinear resampling with half-pixel centres.
+def bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D bilinear resampling with half-pixel centres: (lo, hi, frac) per output pixel.
 
-    The same convention as torch's interpolate(mode="bilinear", align_corners=False) and
-    PIL's BILINEAR when upscaling; edge samples are clamped. Applying it to rows and then
-    columns gives 2-D bilinear interpolation, computed exactly the same way every time.
+    Output pixel i is `src[lo[i]] * (1 - frac[i]) + src[hi[i]] * frac[i]`: the convention of
+    torch's interpolate(mode="bilinear", align_corners=False) and PIL's BILINEAR when
+    upscaling, with edge samples clamped.
     """
     centres = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
     centres = np.clip(centres, 0.0, size_in - 1)
     lo = np.minimum(np.floor(centres).astype(np.int64), size_in - 1)
     hi = np.minimum(lo + 1, size_in - 1)
-    frac = centres - lo
-    weights = np.zeros((size_out, size_in), dtype=np.float64)
-    rows = np.arange(size_out)
-    np.add.at(weights, (rows, lo), 1.0 - frac)
-    np.add.at(weights, (rows, hi), frac)
-    return weights
+    return lo, hi, centres - lo
+
+
+def upscale_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (k, h, h) -> uint8 (k, size, size), rows then columns.
+
+    Elementwise float64 arithmetic in a fixed order (no BLAS), so the pixels are the same
+    on every machine.
+    """
+    lo, hi, frac = bilinear_taps(images.shape[1], size)
+    grey = images.astype(np.float64)
+    rows = grey[:, lo, :] * (1.0 - frac)[None, :, None] + grey[:, hi, :] * frac[None, :, None]
+    out = rows[:, :, lo] * (1.0 - frac)[None, None, :] + rows[:, :, hi] * frac[None, None, :]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def split_indices(count: int, split: str, seed: int, check_count: int) -> np.ndarray:
@@ -109,7 +118,6 @@ class DigitsDataset:
         self._images = images
         self._labels = labels[self._ids]
         self._labels.setflags(write=False)
-        self._resample = bilinear_matrix(_SOURCE_SIZE, self.image_size)
         self.count = len(self._ids)
 
     def sample_ids(self) -> np.ndarray:
@@ -121,11 +129,8 @@ class DigitsDataset:
         positions = np.asarray(indices, dtype=np.int64).ravel()
         if positions.size and (positions.min() < 0 or positions.max() >= self.count):
             raise IndexError(f"digits {self.split} index out of range 0..{self.count - 1}")
-        grey = self._images[self._ids[positions]].astype(np.float64)
-        w = self._resample
-        upscaled = np.einsum("ij,kjl,ml->kim", w, grey, w)
-        grey_out = np.clip(np.rint(upscaled), 0, 255).astype(np.uint8)
-        return np.repeat(grey_out[..., None], 3, axis=3)
+        grey = upscale_bilinear(self._images[self._ids[positions]], self.image_size)
+        return np.repeat(grey[..., None], 3, axis=3)
 
     def load(self, indices: np.ndarray) -> np.ndarray:
         return normalize_uint8_hwc(self.load_uint8(indices))

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -572,3 +573,25 @@ def _save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def precision_graph(precision: str, fp32_path: Path, calibration: Any = None) -> Path:
+    """The ONNX graph that carries `precision`, derived from the FP32 export and written
+    beside it: both ONNX Runtime and TensorRT run this file, so they quantize identically.
+
+    `calibration` (int8 only) has `.activation_amax`, `.weight_scales` and `.cache_hash`.
+    The derived graph is rewritten on every call (a quick rewrite of the FP32 graph), so a
+    change in the converters never leaves a stale file; an unchanged result has the same
+    bytes and so the same hash in engine cache keys.
+    """
+    fp32_path = Path(fp32_path)
+    if precision == "fp32":
+        return fp32_path
+    if precision == "fp16":
+        return make_fp16(fp32_path, fp32_path.with_name(f"{fp32_path.stem}-fp16.onnx"))
+    if precision == "int8":
+        if calibration is None:
+            raise BackendError("int8 needs a calibration cache (run with calibration, see python -m calibration)")
+        target = fp32_path.with_name(f"{fp32_path.stem}-int8-{str(calibration.cache_hash)[:16]}.onnx")
+        return make_qdq_int8(fp32_path, calibration.activation_amax, calibration.weight_scales, target)
+    raise BackendError(f"no ONNX graph for precision {precision!r}; supported: fp32, fp16, int8")

@@ -10,6 +10,7 @@ from sut.backends.base import Backend, BackendOptions, ModelSpec
 _REGISTRY = {
     "torch": ("sut.backends.torch_backend", "TorchBackend"),
     "onnxruntime": ("sut.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "tensorrt": ("sut.backends.tensorrt_backend", "TensorRTBackend"),
     "null": ("sut.backends.null_backend", "NullBackend"),
 }
 

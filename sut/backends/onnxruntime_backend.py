@@ -18,6 +18,7 @@ import numpy as np
 from harness.errors import BackendError
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
 from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
+from sut.onnx_precision import precision_graph
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,19 @@ class OnnxRuntimeBackend(Backend):
         self._requested_providers: list[str] = []
         # Kept apart from the session so describe() still answers after close().
         self._session_providers: list[str] | None = None
+        self._calibration_hash: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def load(self) -> None:
-        if self.model.precision != "fp32":
+        if self.model.precision not in ("fp32", "int8"):
             raise BackendError(
-                "onnxruntime backend supports fp32 only for now (int8 comes with "
-                "calibration); use --backend torch for fp16/bf16"
+                f"onnxruntime backend runs fp32 and int8, not {self.model.precision}; "
+                "use --backend torch for fp16/bf16"
             )
+        calibration = self.options.extra.get("calibration")
+        if self.model.precision == "int8" and calibration is None:
+            raise BackendError("onnxruntime int8 needs a calibration cache (the runner calibrates first)")
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -56,7 +61,10 @@ class OnnxRuntimeBackend(Backend):
         self._requested_providers = [p if isinstance(p, str) else p[0] for p in providers]
 
         cache_dir = self.options.extra.get("cache_dir")
-        self._model_path = export_onnx(self.model, cache_dir)
+        # int8 runs the explicit Q/DQ graph made from calibration/ scales: the same graph
+        # TensorRT builds from, so both backends quantize identically.
+        self._model_path = precision_graph(self.model.precision, export_onnx(self.model, cache_dir), calibration)
+        self._calibration_hash = getattr(calibration, "cache_hash", None)
 
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -153,7 +161,10 @@ class OnnxRuntimeBackend(Backend):
             "providers": self._session_providers,
             "requested_providers": self._requested_providers,
             "model_path": str(self._model_path) if self._model_path is not None else None,
-            "model_format": f"onnx opset {OPSET_VERSION}, fp32, dynamic batch",
+            "model_format": f"onnx opset {OPSET_VERSION}, {self.model.precision}"
+            + (" (explicit Q/DQ, per-channel weights)" if self.model.precision == "int8" else "")
+            + ", dynamic batch",
+            "calibration_hash": self._calibration_hash,
             "precision": self.model.precision,
             "device": self.options.device,
             "threads": self.options.threads,

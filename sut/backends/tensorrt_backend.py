@@ -504,37 +504,13 @@ class TensorRTBackend(Backend):
         raise BackendError(INT8_NEEDS_CALIBRATION)
 
     def _graph_for(self, graph_kind: str, fp32_path: Path, calibration: Any) -> Path:
-        """The ONNX file TensorRT parses. Derived graphs are regenerated on every load (a
-        quick rewrite of the fp32 graph), so a change in the converter can never leave a
-        stale file behind; an unchanged result hashes the same and keeps the engine."""
+        """The ONNX file TensorRT parses: the same derived graph ONNX Runtime runs."""
         if graph_kind == FP32_EXPORT:
             return fp32_path
-        try:
-            from sut import onnx_precision
-        except ImportError as exc:
-            raise BackendError(
-                f"tensorrt {self.model.precision} needs sut/onnx_precision.py (make_fp16, "
-                f"make_qdq_int8), which this checkout lacks: {exc}"
-            ) from exc
-        if graph_kind == FP16_GRAPH:
-            target = fp32_path.with_name(f"{fp32_path.stem}-fp16.onnx")
+        from sut.onnx_precision import precision_graph
 
-            def convert(out: Path) -> None:
-                onnx_precision.make_fp16(fp32_path, out)
-        elif graph_kind == INT8_QDQ_GRAPH:
-            target = fp32_path.with_name(f"{fp32_path.stem}-int8-{str(calibration.cache_hash)[:16]}.onnx")
-
-            def convert(out: Path) -> None:
-                onnx_precision.make_qdq_int8(
-                    fp32_path, calibration.activation_amax, calibration.weight_scales, out
-                )
-        else:  # pragma: no cover - onnx_for_precision returns only the kinds above
-            raise BackendError(f"unknown ONNX graph kind {graph_kind!r}")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".onnx", dir=target.parent)
-        os.close(fd)
         try:
-            convert(Path(tmp_name))
-            os.replace(tmp_name, target)
+            return precision_graph(self.model.precision, fp32_path, calibration)
         except DeepgapError:  # the converters' own ConfigError/BackendError say it best
             raise
         except Exception as exc:
@@ -542,10 +518,6 @@ class TensorRTBackend(Backend):
                 f"making the {graph_kind} ONNX graph from {fp32_path.name} failed: "
                 f"{_one_line(str(exc)) or type(exc).__name__}"
             ) from exc
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-        return target
 
     def close(self) -> None:
         torch = self._torch
@@ -775,6 +747,30 @@ class TensorRTBackend(Backend):
             self._set_shape(slot.context, count)
             slot.context_batch = count
         self._batch_body(slot, count, slot.context)
+
+    def logits(self, samples: np.ndarray) -> np.ndarray:
+        """Engine logits for at most max_batch samples, staged into rows 0..n-1 (the accuracy
+        gate's path; not used while LoadGen runs)."""
+        self._require_loaded()
+        torch = self._torch
+        count = len(samples)
+        if not 1 <= count <= self.options.max_batch:
+            raise BackendError(f"logits for {count} samples: 1..max batch {self.options.max_batch} at a time")
+        if self._staged is None or self._staged.shape[0] < count:
+            self.allocate_staging(self.options.max_batch)
+        self.stage(np.arange(count), samples)
+        slot = self._free_slots.get()
+        try:
+            if slot.in_host is not None:
+                torch.index_select(self._staged, 0, torch.arange(count), out=slot.in_host[:count])
+            else:
+                slot.idx_np[:count] = np.arange(count)
+            with torch.cuda.stream(slot.stream):
+                self._run_free(slot, count)
+            slot.stream.synchronize()
+            return slot.logits[:count].float().cpu().numpy()
+        finally:
+            self._free_slots.put(slot)
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         self._require_loaded()

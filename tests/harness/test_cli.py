@@ -92,14 +92,14 @@ def test_half_precision_on_the_cpu(cache_dir: Path, out: Path, args: list[str]) 
     assert not out.exists(), "nothing should be created for a run that cannot start"
 
 
-def test_int8(cache_dir: Path, out: Path) -> None:
-    proc = run_cli(["--precision", "int8", "--gpu", "cpu", "--output", out], cache_dir)
-    assert_one_line_error(proc, "int8", "not available", "supported")
+def test_int8_on_torch(cache_dir: Path, out: Path) -> None:
+    proc = run_cli(["--precision", "int8", "--backend", "torch", "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, "int8", "--backend onnxruntime", "--backend tensorrt")
 
 
-def test_tensorrt(cache_dir: Path, out: Path) -> None:
+def test_tensorrt_on_cpu(cache_dir: Path, out: Path) -> None:
     proc = run_cli(["--backend", "tensorrt", "--gpu", "cpu", "--output", out], cache_dir)
-    assert_one_line_error(proc, "tensorrt", "not available", "supported")
+    assert_one_line_error(proc, "tensorrt", "CUDA GPU")
 
 
 # -- dataset --------------------------------------------------------------------------------------

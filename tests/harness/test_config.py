@@ -230,7 +230,7 @@ def test_default_backend_on_cpu_fp32_is_onnxruntime() -> None:
 
 
 def test_default_backend_without_onnxruntime_is_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_has_onnxruntime", lambda: False)
+    monkeypatch.setattr(config_module, "_installed", lambda module: module != "onnxruntime")
     assert resolve(cpu()).backend == "torch"
 
 
@@ -250,19 +250,34 @@ def test_gpu_profile_without_cuda_is_a_device_error(monkeypatch: pytest.MonkeyPa
         resolve(CliRequest(gpu="V100"))
 
 
-@pytest.mark.parametrize("request_fields, what", [
-    ({"precision": "int8"}, "int8"),
-    ({"precision": "int8", "backend": "torch"}, "int8"),
-    ({"backend": "tensorrt"}, "tensorrt"),
-])
-def test_unavailable_backends_list_what_is_supported(request_fields: dict, what: str) -> None:
+def test_int8_on_the_cpu_defaults_to_onnxruntime() -> None:
+    assert resolve(cpu(precision="int8")).backend == "onnxruntime"
+
+
+def test_int8_on_the_torch_backend_names_the_backends_that_run_it() -> None:
     with pytest.raises(BackendError) as info:
-        resolve(cpu(**request_fields))
+        resolve(cpu(precision="int8", backend="torch"))
     message = str(info.value)
-    assert what in message
-    assert "supported now" in message
-    assert "--backend torch" in message and "--backend onnxruntime" in message
+    assert "--backend onnxruntime" in message and "--backend tensorrt" in message
     assert "\n" not in message
+
+
+def test_tensorrt_on_the_cpu_is_refused() -> None:
+    with pytest.raises(DeviceError, match="tensorrt backend needs a CUDA GPU"):
+        resolve(cpu(backend="tensorrt"))
+
+
+def test_missing_tensorrt_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.config as config_module
+    from harness.device import DeviceChoice
+    from scenarios.profiles import load_gpu_profile
+
+    gpu = DeviceChoice(load_gpu_profile("L4"), "cuda:0", "NVIDIA L4", 1)
+    monkeypatch.setattr(config_module, "_installed", lambda module: module != "tensorrt")
+    for request in (CliRequest(precision="int8", gpu="L4"), CliRequest(backend="tensorrt", gpu="L4")):
+        with pytest.raises(BackendError) as info:
+            config_module.choose_backend(request, gpu)
+        assert "pip install tensorrt" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -272,8 +287,8 @@ def test_half_precision_on_the_cpu_fails_before_the_run(precision: str, backend:
         resolve(cpu(precision=precision, backend=backend))
 
 
-def test_onnxruntime_runs_fp32_only() -> None:
-    with pytest.raises(BackendError, match="onnxruntime backend runs fp32 only"):
+def test_onnxruntime_runs_fp32_and_int8_only() -> None:
+    with pytest.raises(BackendError, match="onnxruntime backend runs fp32 and int8"):
         resolve(cpu(precision="fp16", backend="onnxruntime"))
 
 

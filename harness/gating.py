@@ -1,0 +1,124 @@
+"""Runs the accuracy gate for a configured run, before its performance run.
+
+What the gate measures on:
+* ImageNet with real (torchvision or state-dict) weights: the run's own network, on a
+  seeded check subset of the dataset, against its labels (MLPerf's rule).
+* Otherwise (the synthetic default, or seeded weights): seeded weights predict nearly one
+  class for every input, which makes any comparison meaningless. The gate then checks the
+  same architecture, image size, backend, precision and calibration procedure on a network
+  fine-tuned on scikit-learn's handwritten digits (cached), on the digits' held-out check
+  split, against its labels. The report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from harness.config import RunConfig
+from harness.errors import DeepgapError
+from harness.gate import GateVerdict, check_figures, judge
+from sut.backends import create_backend
+from sut.backends.base import BackendOptions, ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class GateFailed(DeepgapError):
+    """A reduced precision disagrees with FP32 beyond the rule; the run was not measured."""
+
+    exit_code = 4
+
+
+def gate_target(config: RunConfig) -> tuple[ModelSpec, Any, np.ndarray, str]:
+    """(model spec under test, check dataset, check indices, description)."""
+    r = config.request
+    if r.dataset == "imagenet" and r.weights != "seeded":
+        from sut.imagenet import ImageNetDataset
+
+        dataset = ImageNetDataset(r.dataset_path, image_size=r.image_size, count=r.dataset_count)
+        excluded = _calibration_indices(config, dataset)
+        candidates = np.setdiff1d(np.arange(dataset.count), excluded)
+        rng = np.random.default_rng(r.seed + 7)
+        indices = np.sort(rng.permutation(candidates)[: r.gate_samples])
+        spec = ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
+        return spec, dataset, indices, f"{len(indices)} held-out ImageNet images from {r.dataset_path}"
+    from sut.digits import DigitsDataset
+    from sut.digits_model import digits_spec
+
+    spec = digits_spec(r.model, r.precision, r.image_size, seed=r.seed)
+    dataset = DigitsDataset(image_size=r.image_size, split="check", seed=r.seed)
+    indices = np.arange(min(r.gate_samples, dataset.count))
+    return spec, dataset, indices, (
+        f"{r.model} fine-tuned on scikit-learn digits, {len(indices)} held-out check images at "
+        f"{r.image_size} px (stands in for the seeded network, whose predictions carry no signal)"
+    )
+
+
+def _calibration_indices(config: RunConfig, dataset: Any) -> np.ndarray:
+    """ImageNet indices the calibration subset uses, kept out of the check subset."""
+    if config.request.precision != "int8":
+        return np.empty(0, dtype=np.int64)
+    from calibration.api import make_subset
+
+    subset = make_subset(_spec_of(config), calibration_config(config, "imagenet"))
+    return np.asarray(subset.indices, dtype=np.int64)
+
+
+def _spec_of(config: RunConfig) -> ModelSpec:
+    r = config.request
+    return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
+
+
+def calibration_config(config: RunConfig, dataset_kind: str):
+    from calibration.api import CalibrationConfig
+
+    r = config.request
+    return CalibrationConfig(
+        dataset=dataset_kind,
+        dataset_path=r.dataset_path if dataset_kind == "imagenet" else None,
+        calibration_list=r.calibration_list if dataset_kind == "imagenet" else None,
+        count=r.calibration_count,
+        seed=r.seed,
+        algorithm=r.calibration_algorithm,
+        percentile=r.calibration_percentile,
+    )
+
+
+def calibrate_for(config: RunConfig, spec: ModelSpec, dataset_kind: str):
+    """The calibration cache for `spec` (built or reused)."""
+    from calibration.api import calibrate_config
+
+    result = calibrate_config(spec, calibration_config(config, dataset_kind))
+    log.info("calibration %s (%s): %s", "reused" if result.reused else "built", result.subset, result.path)
+    return result
+
+
+def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
+    """Compare the configured backend and precision with FP32 torch; raise nothing."""
+    from sut.backends.torch_backend import TorchBackend
+
+    spec, dataset, indices, measured_on = gate_target(config)
+    extra = dict(options.extra)
+    if spec.precision == "int8":
+        kind = "imagenet" if dataset.name == "imagenet" else "digits"
+        extra["calibration"] = calibrate_for(config, spec, kind).cache
+    gate_options = BackendOptions(device=options.device, max_batch=64, in_flight=1, cuda_graphs=False,
+                                  channels_last=options.channels_last, staging=options.staging,
+                                  threads=options.threads, extra=extra)
+    reference_spec = ModelSpec(spec.name, "fp32", spec.weights, spec.seed, spec.image_size, spec.num_classes)
+    under_test = create_backend(config.backend, spec, gate_options)
+    reference = TorchBackend(reference_spec, BackendOptions(device=options.device, max_batch=64,
+                                                            in_flight=1, cuda_graphs=False))
+    try:
+        under_test.load()
+        reference.load()
+        figures = check_figures(under_test, reference, dataset, indices, measured_on)
+    finally:
+        under_test.close()
+        reference.close()
+    verdict = judge(figures, config.request.gate_min_agreement)
+    log.info("%s", verdict.line())
+    return verdict

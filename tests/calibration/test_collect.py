@@ -1,0 +1,127 @@
+"""Statistics of resnet18's real FP32 ONNX graph (32 px, 16 calibration images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.algorithms import weight_scales_per_channel
+from calibration.collect import CalibrationStats, collect_statistics, quantized_layers
+from calibration.subset import CalibrationSubset, synthetic_subset
+from harness.errors import BackendError, ConfigError
+from sut.backends.base import ModelSpec
+from sut.onnx_export import INPUT_NAME, export_onnx
+
+SPEC = ModelSpec("resnet18", "fp32", image_size=32)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The session's cache folder (tests/conftest.py): other tests reuse this export.
+    return export_onnx(SPEC, tmp_path_factory.getbasetemp() / "cache")
+
+
+@pytest.fixture(scope="module")
+def subset() -> CalibrationSubset:
+    return synthetic_subset(count=16, image_size=SPEC.image_size)
+
+
+@pytest.fixture(scope="module")
+def by_max(onnx_file: Path, subset: CalibrationSubset) -> CalibrationStats:
+    return collect_statistics(onnx_file, subset, "max", batch_size=6)
+
+
+def test_quantized_layers_of_resnet18(onnx_file: Path) -> None:
+    layers = quantized_layers(onnx.load(str(onnx_file)))
+    assert [layer.op_type for layer in layers].count("Conv") == 20
+    gemm = [layer for layer in layers if layer.op_type == "Gemm"]
+    assert len(gemm) == 1
+    # torch's Linear exports Gemm with transB=1: the weight is (out, in).
+    assert gemm[0].weight == "fc.weight" and gemm[0].weight_axis == 0
+    assert layers[0].activation == INPUT_NAME
+
+
+def test_every_conv_and_gemm_input_and_weight_is_calibrated(
+    onnx_file: Path, by_max: CalibrationStats
+) -> None:
+    model = onnx.load(str(onnx_file))
+    initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    nodes = [node for node in model.graph.node if node.op_type in ("Conv", "Gemm")]
+    assert len(nodes) == 21
+    for node in nodes:
+        assert by_max.activations[node.input[0]] > 0, node.name
+        weight = initializers[node.input[1]]
+        scales = by_max.weights[node.input[1]]
+        assert scales.axis == 0
+        assert scales.scales.shape == (weight.shape[0],), node.name
+        np.testing.assert_array_equal(scales.scales, weight_scales_per_channel(weight, 0))
+    # Downsample convolutions share their input with a block's first convolution.
+    assert set(by_max.activations) == {node.input[0] for node in nodes}
+    assert by_max.samples == 16
+
+
+def test_max_of_the_graph_input_is_the_largest_pixel(
+    subset: CalibrationSubset, by_max: CalibrationStats
+) -> None:
+    pixels = subset.load(slice(None))
+    assert by_max.activations[INPUT_NAME] == float(np.abs(pixels).max())
+    assert by_max.activation_max == by_max.activations
+
+
+@pytest.mark.parametrize("algorithm", ["percentile", "entropy"])
+def test_histogram_algorithms_stay_within_the_observed_range(
+    onnx_file: Path, subset: CalibrationSubset, by_max: CalibrationStats, algorithm: str
+) -> None:
+    stats = collect_statistics(onnx_file, subset, algorithm, percentile=99.9, batch_size=16)
+    # The first pass sees the same values whatever the batch size.
+    assert stats.activation_max == pytest.approx(by_max.activations, rel=1e-6)
+    assert set(stats.activations) == set(by_max.activations)
+    for name, amax in stats.activations.items():
+        assert 0 < amax <= stats.activation_max[name] * (1 + 1e-9), name
+    # Post-ReLU activations have long tails: both algorithms clip some of them.
+    assert any(amax < stats.activation_max[name] for name, amax in stats.activations.items())
+
+
+def test_unknown_algorithm(onnx_file: Path, subset: CalibrationSubset) -> None:
+    with pytest.raises(ConfigError, match="unknown calibration algorithm"):
+        collect_statistics(onnx_file, subset, "mse")
+
+
+# -- hand-made graphs ---------------------------------------------------------------------
+
+
+def _gemm_model(trans_b: int, weight_as_input: bool = False) -> onnx.ModelProto:
+    weight = np.arange(12, dtype=np.float32).reshape((3, 4) if trans_b else (4, 3))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])]
+    initializers = [numpy_helper.from_array(weight, "w")]
+    if weight_as_input:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(weight.shape)))
+        initializers = []
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], transB=trans_b)
+    graph = helper.make_graph(
+        [node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        initializer=initializers,
+    )
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize("trans_b, axis", [(1, 0), (0, 1)])
+def test_gemm_output_channel_axis_follows_trans_b(trans_b: int, axis: int) -> None:
+    (layer,) = quantized_layers(_gemm_model(trans_b))
+    assert (layer.activation, layer.weight, layer.weight_axis) == ("x", "w", axis)
+
+
+def test_weight_that_is_not_an_initializer() -> None:
+    with pytest.raises(BackendError, match="no weight initializer"):
+        quantized_layers(_gemm_model(1, weight_as_input=True))
+
+
+def test_unreadable_onnx_file(tmp_path: Path, subset: CalibrationSubset) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(BackendError, match="cannot load"):
+        collect_statistics(broken, subset, "max")

@@ -1,0 +1,51 @@
+"""The accuracy gate end to end on the CPU: ONNX Runtime INT8 against FP32 torch, on the
+digits-trained stand-in network. A faithful backend passes; wrong scales are stopped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.config import resolve
+from harness.gating import GateFailed, run_gate
+from harness.runner import backend_options, execute
+
+GATED = dict(precision="int8", gate_samples=120, calibration_count=64, dataset_count=64)
+
+
+def test_faithful_int8_backend_passes_the_gate(tiny_request):
+    config = resolve(tiny_request(**GATED))
+    verdict = run_gate(config, backend_options(config))
+    figures = verdict.figures
+    assert verdict.passed, verdict.line()
+    assert figures.samples == 120 and figures.top1 is not None
+    assert figures.reference_top1 > 0.5  # the stand-in network is trained
+    assert figures.agreement > 0.9 and figures.cosine > 0.98
+    assert "digits" in figures.measured_on
+
+
+def test_wrong_scales_stop_the_run_before_it_is_measured(tiny_request, monkeypatch):
+    from calibration.cache import CalibrationCache
+
+    real = CalibrationCache.activation_amax.fget
+
+    def broken(cache):  # every activation range 1000x too wide: INT8 keeps almost no signal
+        return {name: 1000.0 * amax for name, amax in real(cache).items()}
+
+    monkeypatch.setattr(CalibrationCache, "activation_amax", property(broken))
+    config = resolve(tiny_request(**GATED))
+    with pytest.raises(GateFailed, match="accuracy gate FAIL") as info:
+        execute(config, show_progress=False)
+    assert "\n" not in str(info.value)
+    measurements = json.loads(next(config.request.output.rglob("measurements.json")).read_text())
+    run = measurements["runs"]["performance"]
+    assert run["status"] == "gate_failed" and run["accuracy_gate"]["passed"] is False
+    assert not list(config.request.output.rglob("mlperf_log_summary.txt"))  # nothing was timed
+
+
+def test_skipping_the_gate_is_recorded(tiny_request):
+    config = resolve(tiny_request(skip_accuracy_gate=True, **GATED))
+    outcome = execute(config, show_progress=False)
+    assert outcome.result["accuracy_gate"] == {"skipped": True}
+    assert outcome.result["calibration"]["algorithm"] == "entropy"
