@@ -7,13 +7,13 @@ matching cache exists.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.argtypes import file_sha256
 from calibration.cache import CalibrationCache, load_or_build
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE, CalibrationStats, collect_statistics
 from calibration.subset import DEFAULT_COUNT, CalibrationSubset, digits_subset, imagenet_subset, synthetic_subset
@@ -229,11 +229,7 @@ def _check_spec(spec: ModelSpec) -> None:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as exc:
         raise BackendError(f"{path}: cannot read the ONNX export ({exc})") from exc
-    return digest.hexdigest()

@@ -23,30 +23,15 @@ from calibration.api import (
 )
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE
 from calibration.subset import DEFAULT_COUNT
+from harness.argtypes import OneLineParser, int_at_least
 from harness.errors import ConfigError, DeepgapError
 from sut.backends.base import MODELS, ModelSpec
 
 PROG = "calibration"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise ConfigError(message)
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {value}"
-            )
-        return value
-
-    return parse
+_Parser = OneLineParser
+_int_at_least = int_at_least
 
 
 def _percentile(text: str) -> float:

@@ -13,7 +13,6 @@ disjointness.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.argtypes import file_sha256
 from harness.errors import ConfigError, DatasetError
 from sut.data import DEFAULT_SYNTHETIC_SEED, Dataset, SyntheticDataset
 
@@ -217,14 +217,10 @@ def _check_count(count: int) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({_one_line(exc)})") from exc
-    return digest.hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:

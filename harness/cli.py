@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from harness.argtypes import OneLineParser, int_at_least
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
 from harness.errors import ConfigError, DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
@@ -21,28 +22,9 @@ from sut.settings import SCENARIOS
 log = logging.getLogger("deepgap")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise ConfigError(message)
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {value}"
-            )
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+_Parser = OneLineParser
+_positive_int = int_at_least(1)
+_non_negative_int = int_at_least(0)
 
 
 def _positive_float(text: str) -> float:

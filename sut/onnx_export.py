@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from harness.argtypes import file_sha256
 from harness.errors import BackendError, ConfigError
 from sut.backends.base import ModelSpec
 
@@ -166,8 +167,4 @@ def _file_sha256(path: Path) -> str:
         raise ConfigError(
             f"--weights {path}: no such file (use 'seeded', 'torchvision' or a path)"
         )
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
