@@ -24,7 +24,7 @@ from calibration.api import (
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE
 from calibration.subset import DEFAULT_COUNT
 from harness.argtypes import OneLineParser, int_at_least
-from harness.errors import ConfigError, DeepgapError
+from harness.errors import DeepgapError
 from sut.backends.base import MODELS, ModelSpec
 
 PROG = "calibration"

@@ -15,7 +15,6 @@ Writes OUT/bench.json (every repeat's raw figures) and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from harness.argtypes import OneLineParser, int_at_least
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
-from harness.errors import ConfigError, DeepgapError
+from harness.errors import DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
 from sut.settings import SCENARIOS
 

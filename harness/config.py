@@ -17,7 +17,7 @@ from harness.device import DeviceChoice, resolve_device
 from harness.errors import BackendError, ConfigError, DeviceError
 from harness.userconf import UserConf, key_rule, to_attr_value
 from scenarios.profiles import load_run_profile
-from sut.backends.base import MODELS, PRECISIONS
+from sut.backends.base import MODELS, PRECISIONS, ModelSpec
 from sut.settings import SCENARIOS, mlperf_rules
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "null")
@@ -138,6 +138,11 @@ class RunConfig:
             "loadgen": self.loadgen,
             "provenance": self.provenance,
         }
+
+
+def model_spec(config: RunConfig) -> ModelSpec:
+    r = config.request
+    return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
 
 
 def choose_backend(request: CliRequest, device: DeviceChoice) -> str:

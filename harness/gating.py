@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import RunConfig
+from harness.config import RunConfig, model_spec
 from harness.errors import DeepgapError
 from harness.gate import GateVerdict, check_figures, judge
 from sut.backends import create_backend
@@ -43,8 +43,7 @@ def gate_target(config: RunConfig) -> tuple[ModelSpec, Any, np.ndarray, str]:
         candidates = np.setdiff1d(np.arange(dataset.count), excluded)
         rng = np.random.default_rng(r.seed + 7)
         indices = np.sort(rng.permutation(candidates)[: r.gate_samples])
-        spec = ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
-        return spec, dataset, indices, f"{len(indices)} held-out ImageNet images from {r.dataset_path}"
+        return model_spec(config), dataset, indices, f"{len(indices)} held-out ImageNet images from {r.dataset_path}"
     from sut.digits import DigitsDataset
     from sut.digits_model import digits_spec
 
@@ -63,13 +62,8 @@ def _calibration_indices(config: RunConfig, dataset: Any) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     from calibration.api import make_subset
 
-    subset = make_subset(_spec_of(config), calibration_config(config, "imagenet"))
+    subset = make_subset(model_spec(config), calibration_config(config, "imagenet"))
     return np.asarray(subset.indices, dtype=np.int64)
-
-
-def _spec_of(config: RunConfig) -> ModelSpec:
-    r = config.request
-    return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
 
 
 def calibration_config(config: RunConfig, dataset_kind: str):

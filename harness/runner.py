@@ -14,19 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import mlperf_loadgen as lg
-import numpy as np
 
 from harness import __version__
 from harness.accuracy import AccuracyResult, predictions_from_log, reference_top1, score
-from harness.config import RunConfig
-from harness.errors import DeepgapError, RunFailed
+from harness.config import RunConfig, model_spec
+from harness.errors import RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
 from harness.progress import Progress
 from harness.results import ResultPaths, prepare_run_dir, record_run, write_json_atomic
 from harness.system import describe_system
 from harness.userconf import render as render_user_conf
 from sut.backends import create_backend
-from sut.backends.base import Backend, BackendOptions, ModelSpec
+from sut.backends.base import Backend, BackendOptions
 from sut.data import Dataset, SyntheticDataset
 from sut.models import SEEDED_WEIGHTS_NOTE
 from sut.qsl import LoadgenQSL
@@ -49,11 +48,6 @@ class RunOutcome:
     result: dict[str, Any]
     summary: Summary | None
     accuracy: AccuracyResult | None
-
-
-def model_spec(config: RunConfig) -> ModelSpec:
-    r = config.request
-    return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
 
 
 def backend_options(config: RunConfig, extra: dict[str, Any] | None = None) -> BackendOptions:

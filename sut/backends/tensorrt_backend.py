@@ -71,9 +71,7 @@ from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
 from sut.backends.torch_backend import batch_buckets
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from sut.trt_plan import (
-    FP16_GRAPH,
     FP32_EXPORT,
-    INT8_QDQ_GRAPH,
     BindingPlan,
     TensorDesc,
     engine_cache_key,
