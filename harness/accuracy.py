@@ -18,12 +18,29 @@ log = logging.getLogger(__name__)
 _REFERENCE_CHUNK = 64
 
 
+# MLPerf's rule: a reduced-precision (or other-runtime) result must reach 99% of FP32's top-1.
+FP32_FRACTION = 0.99
+
+
 @dataclass(frozen=True)
 class AccuracyResult:
     kind: str  # "accuracy" (against labels) or "fp32_agreement" (against the FP32 model)
     good: int
     total: int
     failed_samples: int  # responses of -1: their batch failed
+    # Top-1 of the FP32 torch model on the same samples, where the dataset has labels.
+    reference_percent: float | None = None
+
+    @property
+    def threshold_percent(self) -> float | None:
+        return None if self.reference_percent is None else FP32_FRACTION * self.reference_percent
+
+    @property
+    def passed(self) -> bool | None:
+        """MLPerf's 99%-of-FP32 verdict; None where there are no labels to judge by."""
+        if self.threshold_percent is None:
+            return None
+        return self.failed_samples == 0 and self.percent >= self.threshold_percent
 
     @property
     def percent(self) -> float:
@@ -33,9 +50,17 @@ class AccuracyResult:
         """MLPerf's accuracy.txt line; the key says which figure it is."""
         return f"{self.kind}={self.percent:.3f}%, good={self.good}, total={self.total}"
 
+    def verdict_line(self) -> str | None:
+        if self.passed is None:
+            return None
+        return (f"{'PASS' if self.passed else 'FAIL'}: {self.percent:.3f}% against "
+                f"{FP32_FRACTION:.0%} of FP32's {self.reference_percent:.3f}% = {self.threshold_percent:.3f}%")
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "percent": self.percent, "good": self.good,
-                "total": self.total, "failed_samples": self.failed_samples}
+                "total": self.total, "failed_samples": self.failed_samples,
+                "reference_percent": self.reference_percent,
+                "threshold_percent": self.threshold_percent, "passed": self.passed}
 
 
 def predictions_from_log(path: Path) -> dict[int, int]:
@@ -54,24 +79,27 @@ def score(predictions: dict[int, int], expected: np.ndarray, kind: str) -> Accur
     return AccuracyResult(kind, good, len(indices), int(np.sum(predicted < 0)))
 
 
-def reference_top1(model: ModelSpec, dataset: Dataset, device: str) -> np.ndarray:
-    """Top-1 of the FP32 torch model for every sample, on `device`."""
+def reference_top1(model: ModelSpec, dataset: Dataset, device: str,
+                   indices: np.ndarray | None = None) -> np.ndarray:
+    """Top-1 of the FP32 torch model on `device`, for `indices` (default: every sample);
+    samples not asked for hold -1."""
     from sut.backends.torch_backend import TorchBackend
 
     spec = ModelSpec(model.name, "fp32", model.weights, model.seed, model.image_size, model.num_classes)
     backend = TorchBackend(spec, BackendOptions(device=device, max_batch=_REFERENCE_CHUNK, in_flight=1, cuda_graphs=False))
     backend.load()
     backend.allocate_staging(_REFERENCE_CHUNK)
-    out = np.empty(dataset.count, dtype=np.int64)
+    wanted = np.arange(dataset.count) if indices is None else np.unique(np.asarray(indices, dtype=np.int64))
+    out = np.full(dataset.count, -1, dtype=np.int64)
     try:
-        for start in range(0, dataset.count, _REFERENCE_CHUNK):
-            indices = np.arange(start, min(start + _REFERENCE_CHUNK, dataset.count))
-            rows = np.arange(len(indices))
-            backend.stage(rows, dataset.load(indices))
+        for start in range(0, len(wanted), _REFERENCE_CHUNK):
+            chunk = wanted[start : start + _REFERENCE_CHUNK]
+            rows = np.arange(len(chunk))
+            backend.stage(rows, dataset.load(chunk))
             pending = backend.run_batch(rows)
-            out[indices] = pending.wait()
+            out[chunk] = pending.wait()
             pending.release()
     finally:
         backend.close()
-    log.info("FP32 reference top-1 computed for %d samples", dataset.count)
+    log.info("FP32 reference top-1 computed for %d samples", len(wanted))
     return out

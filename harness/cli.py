@@ -37,6 +37,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+# Same code as a failed accuracy gate: the precision is not faithful enough to FP32.
+ACCURACY_FAILED_EXIT = 4
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="deepgap",
@@ -137,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve(request)
         outcome = execute(config, show_progress=args.progress)
         print(render_run(outcome.result, str(outcome.paths.run_dir)))
+        if outcome.accuracy is not None and outcome.accuracy.passed is False:
+            print("deepgap: error: accuracy below 99% of FP32's top-1 (MLPerf's rule); "
+                  f"see {outcome.paths.run_dir / 'accuracy.txt'}", file=sys.stderr)
+            return ACCURACY_FAILED_EXIT
         return 0
     except RunAbandoned as exc:
         print(f"deepgap: error: {exc}", file=sys.stderr)

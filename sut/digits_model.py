@@ -3,8 +3,10 @@
 Seeded random weights predict nearly one class for every input, so precision checks that
 compare predictions (top-1 agreement with FP32) need a network whose output depends on
 its input the way a trained one's does. `digits_weights` trains the torchvision ResNet
-(starting from the project's seeded weights, 10 classes) on the CPU at the image size it
-will run at, deterministically, and keeps the state dict in the deepgap cache:
+(starting from the project's seeded weights, 10 classes) at the image size it will run
+at, deterministically, on the CPU or a CUDA device, and keeps the state dict in the
+deepgap cache (one file per device kind: CPU and CUDA kernels round differently, so the
+two trainings are not bit-identical):
 
     path = digits_weights("resnet18", 32)
     spec = ModelSpec("resnet18", "int8", weights=str(path), image_size=32, num_classes=10)
@@ -20,6 +22,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,12 +55,15 @@ RECIPE = DigitsRecipe()
 
 
 def digits_weights_path(
-    model_name: str, image_size: int, seed: int = 0, cache_dir: Path | str | None = None
+    model_name: str, image_size: int, seed: int = 0, cache_dir: Path | str | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Where the trained state dict for these settings lives (whether or not it exists)."""
+    kind = _device_kind(device)
     name = (
         f"{model_name}-{int(image_size)}px-seed{int(seed)}-"
-        f"recipe{DIGITS_RECIPE_VERSION}-torch{_torch_major_minor()}.pt"
+        f"recipe{DIGITS_RECIPE_VERSION}-torch{_torch_major_minor()}"
+        f"{'' if kind == 'cpu' else '-' + kind}.pt"
     )
     return cache_root(cache_dir) / "digits" / name
 
@@ -68,9 +74,10 @@ def digits_spec(
     image_size: int = 224,
     seed: int = 0,
     cache_dir: Path | str | None = None,
+    device: str = "cpu",
 ) -> ModelSpec:
     """A ModelSpec running the digits-trained network (training it first if not cached)."""
-    path = digits_weights(model_name, image_size, seed=seed, cache_dir=cache_dir)
+    path = digits_weights(model_name, image_size, seed=seed, cache_dir=cache_dir, device=device)
     return ModelSpec(
         name=model_name,
         precision=precision,
@@ -86,18 +93,20 @@ def digits_weights(
     image_size: int,
     seed: int = 0,
     cache_dir: Path | str | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Path to the state dict of `model_name` fine-tuned on the digits train split.
 
-    Trains it on the CPU first when it is not cached (seconds to minutes, depending on the
-    model and image size). The file is a plain state dict for a 10-class network, loadable
+    Trains it on `device` ("cpu", "cuda", "cuda:N") first when it is not cached (seconds
+    on a GPU; on the CPU seconds at 32 px to many minutes at 224 px). The file is a plain
+    state dict for a 10-class network, loadable
     with `--weights PATH` / `ModelSpec(weights=str(path), num_classes=10)`.
     """
     if model_name not in MODELS:
         raise ConfigError(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
     if int(image_size) < 8:
         raise ConfigError(f"digits training needs an image size of at least 8, not {image_size}")
-    target = digits_weights_path(model_name, image_size, seed, cache_dir)
+    target = digits_weights_path(model_name, image_size, seed, cache_dir, device)
     if target.is_file():
         log.info("reusing cached digits weights %s", target)
         return target
@@ -109,11 +118,11 @@ def digits_weights(
     import torch
 
     log.info(
-        "training %s on the digits train split at %d px (seed %d, recipe %d, %d threads)...",
-        model_name, image_size, seed, DIGITS_RECIPE_VERSION, torch.get_num_threads(),
+        "training %s on the digits train split at %d px on %s (seed %d, recipe %d, %d threads)...",
+        model_name, image_size, device, seed, DIGITS_RECIPE_VERSION, torch.get_num_threads(),
     )
     started = time.perf_counter()
-    state = _train(model_name, int(image_size), int(seed))
+    state = _train(model_name, int(image_size), int(seed), device)
     # A unique temporary name in the same folder, then an atomic rename: concurrent
     # trainings and readers never see a partly written file.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
@@ -131,21 +140,21 @@ def digits_weights(
     return target
 
 
-def _train(model_name: str, image_size: int, seed: int) -> dict[str, Any]:
-    """Fine-tune the seeded network on the train split; returns its CPU state dict."""
+def _train(model_name: str, image_size: int, seed: int, device: str = "cpu") -> dict[str, Any]:
+    """Fine-tune the seeded network on the train split on `device`; returns a CPU state dict."""
     import torch
 
     from sut.models import build_model
 
     recipe = RECIPE
     data = DigitsDataset(image_size=image_size, split="train", seed=seed)
-    labels = torch.from_numpy(data.labels())
+    labels = torch.from_numpy(data.labels()).to(device)
     spec = ModelSpec(
         name=model_name, precision="fp32", weights="seeded", seed=seed,
         image_size=image_size, num_classes=NUM_CLASSES,
     )
-    with _deterministic(seed):
-        model = build_model(spec)
+    with _deterministic(seed, cuda=_device_kind(device) == "cuda"):
+        model = build_model(spec).to(device)
         steps_per_epoch = data.count // recipe.batch_size  # drop the ragged last batch
         total_steps = recipe.epochs * steps_per_epoch
         optimizer = torch.optim.AdamW(
@@ -161,7 +170,7 @@ def _train(model_name: str, image_size: int, seed: int) -> dict[str, Any]:
             running = 0.0
             for batch in range(steps_per_epoch):
                 rows = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
-                images = torch.from_numpy(data.load(rows))
+                images = torch.from_numpy(data.load(rows)).to(device)
                 loss = torch.nn.functional.cross_entropy(model(images), labels[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -173,9 +182,9 @@ def _train(model_name: str, image_size: int, seed: int) -> dict[str, Any]:
                 "digits %s %dpx epoch %d/%d: mean loss %.4f",
                 model_name, image_size, epoch + 1, recipe.epochs, running / steps_per_epoch,
             )
-        _reestimate_batchnorm(model, data, recipe.batch_size)
+        _reestimate_batchnorm(model, data, recipe.batch_size, device)
         model.eval()
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -186,7 +195,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + float(np.cos(np.pi * min(1.0, progress))))
 
 
-def _reestimate_batchnorm(model, data: DigitsDataset, batch_size: int) -> None:
+def _reestimate_batchnorm(model, data: DigitsDataset, batch_size: int, device: str = "cpu") -> None:
     """Replace the running statistics with exact averages over the train split.
 
     With few training steps the momentum averages still lag the final weights; a
@@ -202,25 +211,38 @@ def _reestimate_batchnorm(model, data: DigitsDataset, batch_size: int) -> None:
     model.train()
     with torch.no_grad():
         for start in range(0, data.count - batch_size + 1, batch_size):
-            model(torch.from_numpy(data.load(np.arange(start, start + batch_size))))
+            model(torch.from_numpy(data.load(np.arange(start, start + batch_size))).to(device))
     for module, momentum in zip(norms, saved):
         module.momentum = momentum
 
 
 @contextlib.contextmanager
-def _deterministic(seed: int) -> Iterator[None]:
-    """Seeded RNG and deterministic kernels for the duration; restores global settings."""
+def _deterministic(seed: int, cuda: bool = False) -> Iterator[None]:
+    """Seeded RNG and deterministic kernels for the duration; restores global settings.
+
+    On CUDA, adaptive average pooling's backward pass has no deterministic kernel (it
+    adds with atomics), so there determinism is requested with warn_only: a retraining
+    on a GPU can differ in the last bits, which is why the file is cached per device kind.
+    """
     import torch
 
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
     rng_state = torch.random.get_rng_state()
+    # cuBLAS is deterministic only with a fixed workspace; it reads this when the first
+    # handle is made, so set it before any CUDA work (a no-op on the CPU).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=cuda)
+    torch.backends.cudnn.benchmark = False
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
+            yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+        torch.backends.cudnn.benchmark = previous_benchmark
         torch.random.set_rng_state(rng_state)
 
 
@@ -235,6 +257,14 @@ def predict(model, data, batch_size: int = 128) -> np.ndarray:
             rows = np.arange(start, min(start + batch_size, data.count))
             out.append(model(torch.from_numpy(data.load(rows))).argmax(dim=1).numpy())
     return np.concatenate(out).astype(np.int64)
+
+
+def _device_kind(device: str) -> str:
+    """"cpu" or "cuda": the weights file does not depend on which CUDA card trained it."""
+    kind = str(device).split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"digits training runs on cpu or cuda, not {device!r}")
+    return kind
 
 
 def _torch_major_minor() -> str:

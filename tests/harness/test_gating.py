@@ -49,3 +49,24 @@ def test_skipping_the_gate_is_recorded(tiny_request):
     outcome = execute(config, show_progress=False)
     assert outcome.result["accuracy_gate"] == {"skipped": True}
     assert outcome.result["calibration"]["algorithm"] == "entropy"
+
+
+@pytest.mark.parametrize("device, size, reduced", [("cpu", 224, 64), ("cpu", 48, 48), ("cuda:0", 224, 224)])
+def test_stand_in_size_is_capped_on_the_cpu_and_says_so(tiny_request, monkeypatch, device, size, reduced):
+    """Training a ResNet at 224 px on a few CPU cores takes tens of minutes; on the CPU the
+    stand-in is checked at most at 64 px and the description says it was reduced."""
+    import sut.digits_model
+    from harness.gating import gate_target
+
+    asked = {}
+
+    def fake_spec(model, precision, image_size, seed=0, cache_dir=None, device="cpu"):
+        asked.update(image_size=image_size, device=device)
+        return sut.digits_model.ModelSpec(model, precision, image_size=image_size, num_classes=10)
+
+    monkeypatch.setattr(sut.digits_model, "digits_spec", fake_spec)
+    config = resolve(tiny_request(precision="int8", image_size=size))
+    spec, dataset, _, measured_on = gate_target(config, device)
+    assert asked == {"image_size": reduced, "device": device}
+    assert spec.image_size == reduced and dataset.image_size == reduced
+    assert (f"reduced from the run's {size} px" in measured_on) == (reduced != size)
