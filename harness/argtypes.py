@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DeepgapError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,3 +61,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_report_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                   body: Callable[[argparse.Namespace], str]) -> int:
+    """A read-only tool's main (plan, compare): parse, log to stderr (-v: debug), print what
+    `body` returns; a DeepgapError is one line on stderr and its exit code."""
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                            format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
+        text = body(args)
+        print(text, end="" if text.endswith("\n") else "\n")
+        return 0
+    except DeepgapError as exc:
+        print(f"deepgap: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -7,20 +7,16 @@ within the SLO, and under it, for each option, the measurements each figure rest
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from harness.argtypes import OneLineParser, fraction, int_at_least, positive_float
+from harness.argtypes import OneLineParser, fraction, int_at_least, positive_float, run_report_cli
 from harness.capacity import RANK_METRICS, Plan, PlanRequest, make_plan
 from harness.constraints import parse_slo
 from harness.document import Table, markdown_table, num
-from harness.errors import DeepgapError
 from harness.refdata import PRICES_FILE, load_prices
 from harness.studies import load_studies
-
-log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,19 +59,14 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _run(args: argparse.Namespace) -> str:
+    request = PlanRequest(model=args.model, target_qps=args.qps, slo=parse_slo(args.slo),
+                          headroom=args.headroom, spares=args.spares, rank_by=args.rank_by)
+    return render_plan(make_plan(load_studies(args.studies), request, load_prices(args.prices)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                            format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
-        request = PlanRequest(model=args.model, target_qps=args.qps, slo=parse_slo(args.slo),
-                              headroom=args.headroom, spares=args.spares, rank_by=args.rank_by)
-        plan = make_plan(load_studies(args.studies), request, load_prices(args.prices))
-        print(render_plan(plan), end="")
-        return 0
-    except DeepgapError as exc:
-        print(f"deepgap: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_report_cli(build_parser(), argv, _run)
 
 
 if __name__ == "__main__":

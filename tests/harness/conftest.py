@@ -11,7 +11,7 @@ import pytest
 GOLDEN_STUDIES = Path(__file__).parent / "golden" / "studies"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def golden() -> Callable[[str], Path]:
     """golden("t4") -> the directory of that golden study."""
     return lambda name: GOLDEN_STUDIES / name
