@@ -154,6 +154,7 @@ class PowerEstimate:
 
 
 def power_at(study: Study, model: str, precision: str, backend: str, load_per_device: float) -> PowerEstimate:
+    # A point's watts (like its samples/s) are the whole system's: summed over its GPUs.
     devices = study.system.devices
     server = [p for p in study.select("Server", model, precision, backend) if p.stats.watts is not None]
     if server:

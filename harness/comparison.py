@@ -274,8 +274,8 @@ class ComparisonReport:
     # ---- perf per watt --------------------------------------------------------------------
     def efficiency(self) -> Section:
         section = Section("Performance per watt")
-        table = Table(["system", "model", "precision", "backend", "scenario", "point", "throughput", "watts",
-                       "efficiency", "power covers"])
+        table = Table(["system", "model", "precision", "backend", "scenario", "point", "throughput",
+                       "watts (all GPUs)", "efficiency", "power covers"])
         labels, values, errors = [], [], []
         for study in self.studies:
             for model, precision, backend in _combos([study]):

@@ -160,3 +160,19 @@ def test_plan_cli_missing_or_corrupt_study(tmp_path, capsys):
     (tmp_path / "study.json").write_text("{not json")
     assert main(["--qps", "1000", str(tmp_path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_cpu_plan_without_power_prints_absent_not_zero(edited_study, golden, capsys):
+    def searched_at_500ms(data):
+        data["slo_searches"][0].update(latency_ms=500.0, max_qps=20.0, confirmed=True)
+
+    cpu = edited_study("cpu", searched_at_500ms)
+    assert main(["--qps", "100", "--slo", "p99:500ms", "--headroom", "0", str(cpu)]) == 0
+    out = capsys.readouterr().out
+    (row,) = parse_markdown_tables(out)[0]
+    # 100 / 20 per host = 5 hosts, +1 spare; no NVML on a CPU: watts and energy are n/a.
+    assert (row["device"], row["N (headroom)"], row["N+1"]) == ("CPU", "5", "6")
+    assert row["watts at load"] == "n/a" and row["kWh per 1M"] == "n/a"
+    assert row["USD per hour"] == f"{6 * 0.101:.2f}"
+    assert "power absent in CPU_onnxruntime: CPU run: NVML measures NVIDIA GPUs only" in out
+    assert "linear scaling across hosts" in out
