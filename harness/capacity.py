@@ -23,7 +23,7 @@ from typing import Sequence
 
 from harness.constraints import Metric, Slo, check
 from harness.errors import ConfigError
-from harness.refdata import PriceTable
+from harness.refdata import PriceTable, shown_path
 from harness.studies import Point, Study
 
 log = logging.getLogger(__name__)
@@ -274,9 +274,9 @@ def _plan_option(request: PlanRequest, device: str, precision: str, backend: str
         usd_h = price.usd_per_hour * deployed
         usd_m = usd_per_million(usd_h, request.target_qps)
         basis.append(f"price: {price.usd_per_hour:.3f} {prices.currency}/{unit}-hour for {price.type} from "
-                     f"{prices.path} ({price.source}; as of {prices.as_of}; an editable assumption)")
+                     f"{shown_path(prices.path)} ({price.source}; as of {prices.as_of}; an editable assumption)")
     else:
-        basis.append(f"price: no entry in {prices.path} matches device {device!r}")
+        basis.append(f"price: no entry in {shown_path(prices.path)} matches device {device!r}")
     return PlanOption(device, unit, precision, backend, primary.study.name, kind, primary.qps_per_device, n,
                       deployed, watts, kwh, usd_h, usd_m, tuple(basis))
 

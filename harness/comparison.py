@@ -14,7 +14,7 @@ from typing import Iterable
 
 from harness.document import Figure, Section, Table, num, ratio, stat
 from harness.plots import Series, bar_plot, line_plot
-from harness.refdata import PublishedTable
+from harness.refdata import PublishedTable, shown_path
 from harness.studies import Curve, Point, Study
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ class ComparisonReport:
             "NOT LIKE-FOR-LIKE: the published figures are closed-division vendor submissions with TensorRT and "
             "INT8, NVIDIA's C++ harness and full-length runs; measured figures here come from this harness, "
             "often at fp16/fp32 with another runtime and shortened runs. Read the ratio as the distance to what "
-            f"the card has been shown to do, not as an error. Source: {pub.path}."])
+            f"the card has been shown to do, not as an error. Source: {shown_path(pub.path)}."])
         table = Table(["system", "device", "precision", "backend", "metric", "measured per GPU", "published per GPU",
                        "measured / published"])
         missing = []

@@ -44,6 +44,15 @@ class Published:
 E = TypeVar("E", Price, Published)
 
 
+def shown_path(path: Path) -> str:
+    """The project's own data files by their place in the project (the same text on every
+    machine, so reports stay reproducible); any other file as given."""
+    try:
+        return f"scenarios/{Path(path).resolve().relative_to(DATA_DIR)}"
+    except ValueError:
+        return str(path)
+
+
 @dataclass(frozen=True)
 class MatchTable(Generic[E]):
     path: Path
