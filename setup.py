@@ -26,6 +26,7 @@ setup(
         "onnxruntime>=1.17",
         "nvidia-ml-py>=12.535",
         "scikit-learn>=1.3",  # its bundled handwritten digits train the accuracy gate's network
+        "matplotlib>=3.8",  # PNG plots of the comparison report (Agg canvas, no display)
     ],
     extras_require={
         "gpu": ["nvidia-ml-py>=12.535"],

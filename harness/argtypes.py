@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DeepgapError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,6 +32,28 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def float_in(low: float, high: float, low_open: bool, high_open: bool) -> Callable[[str], float]:
+    """A number parser for an interval; positive_float and fraction below are the usual ones."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            what = ("a positive finite number" if (low, low_open, high) == (0, True, float("inf"))
+                    else f"{'above' if low_open else 'at least'} {low:g} and {'below' if high_open else 'at most'} {high:g}")
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = float_in(0.0, float("inf"), low_open=True, high_open=True)
+fraction = float_in(0.0, 1.0, low_open=False, high_open=True)  # 0 <= x < 1
+
+
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in blocks. Raises OSError."""
     digest = hashlib.sha256()
@@ -37,3 +61,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_report_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                   body: Callable[[argparse.Namespace], str]) -> int:
+    """A read-only tool's main (plan, compare): parse, log to stderr (-v: debug), print what
+    `body` returns; a DeepgapError is one line on stderr and its exit code."""
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                            format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
+        text = body(args)
+        print(text, end="" if text.endswith("\n") else "\n")
+        return 0
+    except DeepgapError as exc:
+        print(f"deepgap: error: {exc}", file=sys.stderr)
+        return exc.exit_code

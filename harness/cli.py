@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from harness.argtypes import OneLineParser, int_at_least
+from harness.argtypes import OneLineParser, int_at_least, positive_float
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
 from harness.errors import DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
@@ -25,16 +25,7 @@ log = logging.getLogger("deepgap")
 _Parser = OneLineParser
 _positive_int = int_at_least(1)
 _non_negative_int = int_at_least(0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+_positive_float = positive_float
 
 
 # Same code as a failed accuracy gate: the precision is not faithful enough to FP32.

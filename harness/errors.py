@@ -33,3 +33,7 @@ class RunFailed(DeepgapError):
     """The benchmark ran but the system under test failed during it."""
 
     exit_code = 3
+
+
+class StudyError(DeepgapError):
+    """A study directory is missing, unreadable or not a deepgap.study/1 file."""
