@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.argtypes import file_sha256
+from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.cache import CalibrationCache, load_or_build
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE, CalibrationStats, collect_statistics
 from calibration.subset import DEFAULT_COUNT, CalibrationSubset, digits_subset, imagenet_subset, synthetic_subset
@@ -24,8 +25,6 @@ from sut.data import DEFAULT_SYNTHETIC_SEED
 log = logging.getLogger(__name__)
 
 DATASETS = ("synthetic", "imagenet", "digits")
-DEFAULT_ALGORITHM = "entropy"  # TensorRT's default INT8 calibrator
-DEFAULT_PERCENTILE = 99.99
 
 
 @dataclass(frozen=True)

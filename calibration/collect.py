@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from calibration.algorithms import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_PERCENTILE,
     HistogramCollector,
     amax_entropy,
     amax_percentile,
@@ -97,8 +99,8 @@ def quantized_layers(model: Any) -> list[QuantizedLayer]:
 def collect_statistics(
     onnx_path: Path | str,
     subset: CalibrationSubset,
-    algorithm: str = "entropy",
-    percentile: float = 99.99,
+    algorithm: str = DEFAULT_ALGORITHM,
+    percentile: float = DEFAULT_PERCENTILE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
 ) -> CalibrationStats:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from harness.argtypes import OneLineParser, int_at_least, positive_float
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
 from harness.errors import DeepgapError
@@ -81,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                           help="keep NCHW memory layout")
     quant = p.add_argument_group("INT8 calibration and the accuracy gate")
-    quant.add_argument("--calibration-algorithm", choices=CALIBRATION_ALGORITHMS, default="entropy",
-                       help="activation range: entropy (KL, as TensorRT), percentile, or max")
-    quant.add_argument("--calibration-percentile", type=_positive_float, default=99.99,
+    quant.add_argument("--calibration-algorithm", choices=CALIBRATION_ALGORITHMS, default=DEFAULT_ALGORITHM,
+                       help="activation range: percentile, entropy (KL, as TensorRT), or max")
+    quant.add_argument("--calibration-percentile", type=_positive_float, default=DEFAULT_PERCENTILE,
                        help="percentile of |activation| kept by --calibration-algorithm percentile")
     quant.add_argument("--calibration-count", type=_positive_int, default=500,
                        help="calibration images, chosen by seed, disjoint from the performance set")

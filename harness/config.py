@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from harness.device import DeviceChoice, resolve_device
 from harness.errors import BackendError, ConfigError, DeviceError
 from harness.userconf import UserConf, key_rule, to_attr_value
@@ -57,8 +58,8 @@ class CliRequest:
     compile: bool = False
     channels_last: bool = True
     # INT8 calibration and the accuracy gate.
-    calibration_algorithm: str = "entropy"
-    calibration_percentile: float = 99.99
+    calibration_algorithm: str = DEFAULT_ALGORITHM
+    calibration_percentile: float = DEFAULT_PERCENTILE
     calibration_count: int = 500
     calibration_list: Path | None = None
     skip_accuracy_gate: bool = False

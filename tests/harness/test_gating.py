@@ -48,7 +48,7 @@ def test_skipping_the_gate_is_recorded(tiny_request):
     config = resolve(tiny_request(skip_accuracy_gate=True, **GATED))
     outcome = execute(config, show_progress=False)
     assert outcome.result["accuracy_gate"] == {"skipped": True}
-    assert outcome.result["calibration"]["algorithm"] == "entropy"
+    assert outcome.result["calibration"]["algorithm"] == "percentile"
 
 
 @pytest.mark.parametrize("device, size, reduced", [("cpu", 224, 64), ("cpu", 48, 48), ("cuda:0", 224, 224)])
