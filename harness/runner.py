@@ -253,22 +253,25 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
 
 # Expected latency / throughput only size LoadGen's query schedule. Set too slow, LoadGen
 # runs out of queries ("Ending early", an error) or ends Offline before min duration.
-_SIZING_ATTRS = {
+SIZING_ATTRS = {
     "SingleStream": "single_stream_expected_latency_ns",
     "MultiStream": "multi_stream_expected_latency_ns",
     "Offline": "offline_expected_qps",
 }
-_USER_LAYERS = ("user.conf", "CLI")
+# A measurement from a full run of the same system (set by audit/ for compliance runs).
+MEASURED_SOURCE = "measured by the performance run"
+# Sources a warm-up never replaces: the user's own values and a real run's measurement.
+_KEPT_SOURCES = ("user.conf", "CLI", MEASURED_SOURCE)
 
 
 def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 0.5) -> None:
     """Replace a too-conservative profile or mlperf.conf sizing value by a warm-up
-    measurement; values the user set (user.conf, CLI) are left alone."""
-    attr = _SIZING_ATTRS.get(config.scenario)
+    measurement; values the user set (user.conf, CLI) or a full run measured are left alone."""
+    attr = SIZING_ATTRS.get(config.scenario)
     if attr is None:
         return
     source = config.provenance.get(f"loadgen.{attr}", "")
-    if source.startswith(_USER_LAYERS):
+    if source.startswith(_KEPT_SOURCES):
         return
     batch = int(config.knobs["max_batch"])
     per_batch = backend.time_tight_loop(batch, 1)
