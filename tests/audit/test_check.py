@@ -169,3 +169,20 @@ def test_cli_exit_status_follows_the_verdict(good_tree, tmp_path):
     missing = run_check_cli(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines() == [f"audit.check: error: {tmp_path / 'nowhere'}: no such results folder"]
+
+
+@pytest.mark.parametrize("target_ns, p99_ns, passed", [
+    (15_000_000, 14_000_000, True),
+    (15_000_000, 16_000_000, False),  # over its bound
+    (20_000_000, 16_000_000, False),  # a bound looser than the rules' 15 ms
+])
+def test_server_latency_rule(tmp_path, target_ns, p99_ns, passed):
+    run = tmp_path / "results/S/resnet50/Server/performance/run_1"
+    run.mkdir(parents=True)
+    detail = run / "mlperf_log_detail.txt"
+    detail.write_text("")
+    add_mllog(detail, "effective_target_latency_ns", target_ns)
+    add_mllog(detail, "effective_target_latency_percentile", 0.99)
+    add_mllog(detail, "result_99.00_percentile_latency_ns", p99_ns)
+    findings = [f for f in check_tree(tmp_path).scenarios[0].findings if f.rule == "server-latency"]
+    assert [f.status for f in findings] == ["PASS" if passed else "FAIL"], findings

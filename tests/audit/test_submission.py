@@ -4,6 +4,9 @@ an inconsistent one fails TEST01, a response-caching one fails TEST04."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from audit.compliance import read_verdict_file
 from audit.submission import REHEARSAL_GRADE
 from conftest import CachingBackend, InconsistentBackend, submit
 from harness.errors import OutputError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def verdicts(outcome) -> dict[str, bool]:
@@ -70,3 +75,19 @@ def test_caching_sut_fails_test04(tmp_path):
 def test_existing_submission_is_not_replaced_without_overwrite(good_tree):
     with pytest.raises(OutputError, match="already holds a result; pass --overwrite"):
         submit(good_tree)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "harness/run.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_submission_refuses_to_replace_and_check_subcommand_runs(good_tree):
+    refused = run_cli("--mode", "submission", "--gpu", "cpu", "--backend", "null", "--model", "resnet18",
+                      "--scenario", "SingleStream", "--output", str(good_tree), "--no-progress")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1 and "already holds a result" in refused.stderr
+    checked = run_cli("check", str(good_tree))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1 result(s): 0 failed -> PASS" in checked.stdout
