@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from audit.compliance import TESTS, ComplianceTest, audit_applied, read_verdict_file, verify
+from audit.compliance import OPTIONAL_TESTS, TESTS, ComplianceTest, audit_applied, read_verdict_file, verify
 from harness.errors import ConfigError, OutputError
 from harness.loadgen_log import Detail, parse_accuracy_log, parse_detail
 
@@ -317,6 +317,9 @@ def _measurements(c: ScenarioCheck) -> dict[str, Any] | None:
 def rule_compliance(c: ScenarioCheck) -> None:
     for test in TESTS.values():
         _compliance_test(c, test)
+    for test in OPTIONAL_TESTS.values():
+        if (c.path / test.name).is_dir():
+            _compliance_test(c, test)
 
 
 def _compliance_test(c: ScenarioCheck, test: ComplianceTest) -> None:
@@ -346,16 +349,14 @@ def _audit_settings(c: ScenarioCheck, test: ComplianceTest, rel: str, d: Detail)
     wrong = []
     if not audit_applied(d):
         wrong.append("LoadGen did not apply an audit.config")
-    for key, value in test.settings.items():
-        if key == "mode":
-            got = d.effective.get("test_mode")
-            if got != "PerformanceOnly":
-                wrong.append(f"test mode {got!r}, expected PerformanceOnly")
-            continue
+    mode = d.effective.get("test_mode")
+    if mode != "PerformanceOnly":
+        wrong.append(f"test mode {mode!r}, expected PerformanceOnly")
+    for key, value in test.expected_effective().items():
         got = d.effective.get(key)
         if got is None or (bool(got) != bool(value) if isinstance(got, bool) else got != value):
             wrong.append(f"{key} is {got}, {test.name} sets {value}")
-    c.add(not wrong, "audit-config", rel, "; ".join(wrong) if wrong else f"{test.name}'s audit.config was applied")
+    c.add(not wrong, "audit-config", rel, "; ".join(wrong) if wrong else f"{test.name}'s audit.config and settings in effect")
 
 
 def rule_grade(c: ScenarioCheck) -> None:

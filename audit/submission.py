@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from audit.check import CheckReport, check_scenario
-from audit.compliance import TEST01, TESTS, ComplianceTest, Verdict, verify, write_verdicts
+from audit.compliance import OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceTest, Verdict, verify, write_verdicts
 from harness.config import CliRequest, RunConfig, resolve
 from harness.errors import OutputError
 from harness.results import ResultPaths, update_measurements
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 REHEARSAL_GRADE = "rehearsal (quick profile): not a submission-grade run"
 SUBMISSION_GRADE = "submission profile: MLPerf's full run rules"
 # Result folders a submission run writes; an existing one is never replaced silently.
-RUN_FOLDERS = ("accuracy", "performance/run_1", *TESTS)
+RUN_FOLDERS = ("accuracy", "performance/run_1", *TESTS, *OPTIONAL_TESTS)
 
 
 @dataclass
@@ -64,10 +64,11 @@ def grade_of(request: CliRequest) -> str:
 
 
 def run_submission(request: CliRequest, show_progress: bool = True, backend: Backend | None = None,
-                   dataset: Dataset | None = None) -> SubmissionOutcome:
-    """All four runs, the verifications and the check. A loaded `backend` (tests, or a
-    caller timing many runs) is reused by every run and not closed; without one each run
-    loads its own, with the INT8 calibration and accuracy gate a normal run has."""
+                   dataset: Dataset | None = None, alternate_seeds: bool = False) -> SubmissionOutcome:
+    """All four runs, the verifications and the check; `alternate_seeds` adds TEST05. A
+    loaded `backend` (tests, or a caller timing many runs) is reused by every run and not
+    closed; without one each run loads its own, with the INT8 calibration and accuracy
+    gate a normal run has."""
     base = replace(request, mode="performance")
     performance = resolve(base)
     paths = ResultPaths(Path(base.output), performance.system_name, base.model, base.scenario, "performance")
@@ -78,7 +79,8 @@ def run_submission(request: CliRequest, show_progress: bool = True, backend: Bac
     log.info("submission run: performance run")
     execute(performance, show_progress, backend, dataset)
     verdicts: list[Verdict] = []
-    for test in TESTS.values():
+    tests = [*TESTS.values(), *([TEST05] if alternate_seeds else [])]
+    for test in tests:
         config = resolve(base)
         if test is TEST01:
             size_from_performance_run(config, paths.run_dir / "mlperf_log_detail.txt")
@@ -132,6 +134,9 @@ def run_compliance_test(test: ComplianceTest, config: RunConfig, show_progress: 
     test_dir.mkdir(parents=True, exist_ok=True)
     audit_config = test_dir / "audit.config"
     audit_config.write_text(test.audit_config_text())
+    for attr, value in test.overrides.items():
+        config.loadgen[attr] = value
+        config.provenance[f"loadgen.{attr}"] = f"{test.name} ({test.purpose})"
     log.info("submission run: %s (%s)", test.name, test.purpose)
     execute(config, show_progress, backend, dataset, ComplianceRun(test.name, audit_config))
     verdicts = verify(test, paths.scenario_dir, config.scenario)
@@ -150,5 +155,5 @@ def _claim_folders(paths: ResultPaths, overwrite: bool) -> None:
     if existing and not overwrite:
         raise OutputError(f"{existing[0]} already holds a result; pass --overwrite to replace the "
                           "submission run or --output to write elsewhere")
-    for name in TESTS:
+    for name in (*TESTS, *OPTIONAL_TESTS):
         shutil.rmtree(paths.scenario_dir / name, ignore_errors=True)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from harness.argtypes import OneLineParser, int_at_least
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
-from harness.errors import DeepgapError
+from harness.errors import ConfigError, DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
 from sut.settings import SCENARIOS
 
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("performance", "accuracy", "submission"), default="performance",
                    help="performance: timed run; accuracy: every sample once, scored; submission: accuracy, "
                    "performance, compliance TEST01 and TEST04, then the results checker (audit/)")
+    p.add_argument("--alternate-seeds", action="store_true",
+                   help="with --mode submission: also rerun with other seeds (MLPerf's retired TEST05, within 5%%)")
     p.add_argument("--profile", dest="run_profile", default="quick",
                    help="run profile: quick (seconds, indicative) or submission (MLPerf's full rules)")
     p.add_argument("--user-conf", type=Path, default=None,
@@ -117,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace) -> CliRequest:
-    fields = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet", "progress")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet", "progress", "alternate_seeds")}
+    if args.alternate_seeds and fields["mode"] != "submission":
+        raise ConfigError("--alternate-seeds needs --mode submission")
     if fields["mode"] == "submission":  # a sequence of runs (audit/); each run sets its own mode
         fields["mode"] = "performance"
     return CliRequest(**fields)
@@ -128,10 +132,10 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _submission(request: CliRequest, show_progress: bool) -> int:
+def _submission(request: CliRequest, show_progress: bool, alternate_seeds: bool) -> int:
     from audit.submission import run_submission
 
-    outcome = run_submission(request, show_progress=show_progress)
+    outcome = run_submission(request, show_progress=show_progress, alternate_seeds=alternate_seeds)
     print(outcome.render())
     return 0 if outcome.passed else AUDIT_FAILED_EXIT
 
@@ -153,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.runner import execute
 
         if args.mode == "submission":
-            return _submission(request, args.progress)
+            return _submission(request, args.progress, args.alternate_seeds)
         config = resolve(request)
         outcome = execute(config, show_progress=args.progress)
         print(render_run(outcome.result, str(outcome.paths.run_dir)))

@@ -89,19 +89,21 @@ class LabelledSynthetic(SyntheticDataset):
         return {**super().describe(), "labels": "pixel checksums (test double)"}
 
 
-def submit(output: Path, backend_cls: type[NullBackend] = PacedBackend, **overrides: Any) -> SubmissionOutcome:
+def submit(output: Path, backend_cls: type[NullBackend] = PacedBackend, alternate_seeds: bool = False,
+           **overrides: Any) -> SubmissionOutcome:
     request = CliRequest(**{**SUBMISSION, "output": output, **overrides})
     config = resolve(request)
     backend = backend_cls(model_spec(config), backend_options(config))
     backend.load()
     return run_submission(request, show_progress=False, backend=backend,
-                          dataset=LabelledSynthetic(count=SAMPLES, image_size=32))
+                          dataset=LabelledSynthetic(count=SAMPLES, image_size=32), alternate_seeds=alternate_seeds)
 
 
 @pytest.fixture(scope="session")
 def good_submission(tmp_path_factory: pytest.TempPathFactory) -> SubmissionOutcome:
-    """One honest submission run (quick profile), shared read-only: copy before editing."""
-    return submit(tmp_path_factory.mktemp("good") / "out")
+    """One honest submission run (quick profile, with the optional TEST05), shared
+    read-only: copy before editing."""
+    return submit(tmp_path_factory.mktemp("good") / "out", alternate_seeds=True)
 
 
 @pytest.fixture

@@ -82,6 +82,8 @@ BREAKS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "low accuracy": (lambda t: edit_measurements(t, low_accuracy), "accuracy", "measurements.json"),
     "failed compliance": (lambda t: (t / SYSTEM_DIR / "TEST04/verify_performance.txt").write_text("TEST FAIL\n"),
                           "compliance", "TEST04/verify_performance.txt"),
+    "failed TEST05": (lambda t: (t / SYSTEM_DIR / "TEST05/verify_performance.txt").write_text("TEST FAIL\n"),
+                      "compliance", "TEST05/verify_performance.txt"),
     "tampered TEST01 log": (tamper_test01_response, "compliance-recomputed", "TEST01/verify_accuracy.txt"),
     "audit overlay not applied": (lambda t: set_mllog(t / SYSTEM_DIR / "TEST04" / PERF_DETAIL,
                                                       "effective_performance_issue_same", False),

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from audit.compliance import read_verdict_file
+from audit.compliance import TEST05, read_verdict_file
 from audit.submission import REHEARSAL_GRADE
 from conftest import CachingBackend, InconsistentBackend, submit
 from harness.errors import OutputError
+from harness.loadgen_log import parse_detail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,8 +26,8 @@ def verdicts(outcome) -> dict[str, bool]:
 
 def test_honest_sut_passes_both_compliance_tests_and_the_check(good_submission):
     outcome = good_submission
-    assert verdicts(outcome) == {"TEST01/accuracy": True, "TEST01/performance": True, "TEST04/performance": True}, \
-        outcome.render()
+    assert verdicts(outcome) == {"TEST01/accuracy": True, "TEST01/performance": True, "TEST04/performance": True,
+                                 "TEST05/performance": True}, outcome.render()
     assert outcome.report.passed and outcome.passed, outcome.render()
     d = outcome.scenario_dir
     for name in ("TEST01/verify_accuracy.txt", "TEST01/verify_performance.txt", "TEST04/verify_performance.txt"):
@@ -38,6 +39,8 @@ def test_honest_sut_passes_both_compliance_tests_and_the_check(good_submission):
     assert (d.parents[3] / "systems" / "CPU_null_fp32.json").is_file()
     # Each overlay lives in its own test's folder; nothing was left where a run could find it.
     assert "performance_issue_same = 1" in (d / "TEST04" / "audit.config").read_text()
+    detail = parse_detail(d / "TEST05/performance/run_1/mlperf_log_detail.txt")
+    assert detail.effective["qsl_rng_seed"] == TEST05.overrides["qsl_rng_seed"]  # other seeds really used
     assert not (Path.cwd() / "audit.config").exists()
 
 
@@ -47,7 +50,7 @@ def test_rehearsal_is_marked_everywhere(good_submission):
     measurements = json.loads((outcome.scenario_dir / "measurements.json").read_text())
     assert measurements["submission"]["grade"] == REHEARSAL_GRADE
     assert set(measurements["runs"]) == {"accuracy", "performance"}
-    assert set(measurements["compliance"]) == {"TEST01", "TEST04"}
+    assert set(measurements["compliance"]) == {"TEST01", "TEST04", "TEST05"}
     assert REHEARSAL_GRADE in outcome.render()
     assert REHEARSAL_GRADE in (outcome.scenario_dir / "check.txt").read_text()
     assert "relaxed" in outcome.report.render()
