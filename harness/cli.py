@@ -16,11 +16,13 @@ from typing import Sequence
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from harness.argtypes import OneLineParser, int_at_least, positive_float
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
-from harness.errors import DeepgapError
+from harness.errors import ConfigError, DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
 from sut.settings import SCENARIOS
 
 log = logging.getLogger("deepgap")
+# A submission run whose compliance verification or results check failed.
+AUDIT_FAILED_EXIT = 5
 
 
 _Parser = OneLineParser
@@ -48,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference runtime (default: onnxruntime for fp32 on the CPU, torch otherwise); "
                    "null answers instantly with pixel checksums, measuring the harness's own ceiling")
-    p.add_argument("--mode", choices=("performance", "accuracy"), default="performance",
-                   help="performance: timed run; accuracy: every sample once, scored")
+    p.add_argument("--mode", choices=("performance", "accuracy", "submission"), default="performance",
+                   help="performance: timed run; accuracy: every sample once, scored; submission: accuracy, "
+                   "performance, compliance TEST01 and TEST04, then the results checker (audit/)")
+    p.add_argument("--alternate-seeds", action="store_true",
+                   help="with --mode submission: also rerun with other seeds (MLPerf's retired TEST05, within 5%%)")
     p.add_argument("--profile", dest="run_profile", default="quick",
                    help="run profile: quick (seconds, indicative) or submission (MLPerf's full rules)")
     p.add_argument("--user-conf", type=Path, default=None,
@@ -110,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace) -> CliRequest:
-    fields = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet", "progress")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("verbose", "quiet", "progress", "alternate_seeds")}
+    if args.alternate_seeds and fields["mode"] != "submission":
+        raise ConfigError("--alternate-seeds needs --mode submission")
+    if fields["mode"] == "submission":  # a sequence of runs (audit/); each run sets its own mode
+        fields["mode"] = "performance"
     return CliRequest(**fields)
 
 
@@ -119,9 +128,22 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _submission(request: CliRequest, show_progress: bool, alternate_seeds: bool) -> int:
+    from audit.submission import run_submission
+
+    outcome = run_submission(request, show_progress=show_progress, alternate_seeds=alternate_seeds)
+    print(outcome.render())
+    return 0 if outcome.passed else AUDIT_FAILED_EXIT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.runner import RunAbandoned
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:  # `deepgap check OUT`: the results checker (audit/check.py)
+        from audit.check import main as check_main
+
+        return check_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         _setup_logging(args.verbose, args.quiet)
@@ -130,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.report import render_run
         from harness.runner import execute
 
+        if args.mode == "submission":
+            return _submission(request, args.progress, args.alternate_seeds)
         config = resolve(request)
         outcome = execute(config, show_progress=args.progress)
         print(render_run(outcome.result, str(outcome.paths.run_dir)))

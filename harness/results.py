@@ -4,6 +4,7 @@
     OUTPUT/results/<system>/<model>/<scenario>/accuracy/            logs, accuracy.txt
     OUTPUT/results/<system>/<model>/<scenario>/measurements.json    deepgap's versioned result
     OUTPUT/results/<system>/<model>/<scenario>/user.conf            effective LoadGen settings
+    OUTPUT/results/<system>/<model>/<scenario>/TEST01/performance/run_1/   compliance runs (audit/)
     OUTPUT/systems/<system>.json                                    hardware and software
 
 A run never replaces an earlier result unless asked to with --overwrite.
@@ -32,6 +33,8 @@ class ResultPaths:
     model: str
     scenario: str
     mode: str
+    # A compliance test's name (TEST01, TEST04): its performance run goes under its own folder.
+    compliance: str | None = None
 
     @property
     def scenario_dir(self) -> Path:
@@ -39,6 +42,8 @@ class ResultPaths:
 
     @property
     def run_dir(self) -> Path:
+        if self.compliance is not None:
+            return self.scenario_dir / self.compliance / "performance" / "run_1"
         if self.mode == "accuracy":
             return self.scenario_dir / "accuracy"
         return self.scenario_dir / "performance" / "run_1"
@@ -89,7 +94,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def record_run(paths: ResultPaths, run_result: dict[str, Any]) -> None:
-    """Add this run's section to measurements.json, keeping the other mode's section."""
+    """Add this run's section to measurements.json, keeping the other sections. Compliance
+    runs go under "compliance", so readers of "runs" see only the accuracy and performance runs."""
+    if paths.compliance is not None:
+        update_measurements(paths, {"compliance": {paths.compliance: run_result}})
+    else:
+        update_measurements(paths, {"runs": {paths.mode: run_result}})
+
+
+def update_measurements(paths: ResultPaths, sections: dict[str, dict[str, Any]]) -> None:
+    """Merge `sections` (top-level key -> entries) into measurements.json, keeping the rest."""
     existing: dict[str, Any] = {}
     if paths.measurements.exists():
         try:
@@ -101,7 +115,8 @@ def record_run(paths: ResultPaths, run_result: dict[str, Any]) -> None:
     existing["system"] = paths.system
     existing["model"] = paths.model
     existing["scenario"] = paths.scenario
-    existing["runs"][paths.mode] = run_result
+    for key, entries in sections.items():
+        existing.setdefault(key, {}).update(entries)
     write_json_atomic(paths.measurements, existing)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from harness import __version__
 from harness.accuracy import AccuracyResult, predictions_from_log, reference_top1, score
 from harness.config import RunConfig, model_spec
-from harness.errors import RunFailed
+from harness.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
 from harness.progress import Progress
 from harness.results import ResultPaths, prepare_run_dir, record_run, write_json_atomic
@@ -42,6 +42,15 @@ FAILURE_GRACE_S = 30.0
 
 class RunAbandoned(RunFailed):
     """The SUT failed and LoadGen's own thread is still running its schedule."""
+
+
+@dataclass(frozen=True)
+class ComplianceRun:
+    """A compliance test's performance run: LoadGen reads `audit_config` (a file in the
+    test's own folder) and overrides the run's settings with it."""
+
+    test: str
+    audit_config: Path
 
 
 @dataclass
@@ -88,12 +97,17 @@ def load_backend(config: RunConfig, extra: dict[str, Any] | None = None) -> Back
 
 
 def execute(config: RunConfig, show_progress: bool = True, backend: Backend | None = None,
-            dataset: Dataset | None = None) -> RunOutcome:
+            dataset: Dataset | None = None, compliance: ComplianceRun | None = None) -> RunOutcome:
     """One run. A caller running many (the benchmark) passes a loaded backend and dataset
-    built from an equivalent config; they are reused, not closed."""
+    built from an equivalent config; they are reused, not closed. `compliance` makes it a
+    compliance test's performance run, under that test's folder, with its audit.config."""
     r = config.request
-    paths = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode)
+    if compliance is not None and r.mode != "performance":
+        raise ConfigError(f"{compliance.test} is a performance run, not a {r.mode} run")
+    paths = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode,
+                        compliance.test if compliance else None)
     prepare_run_dir(paths, r.overwrite)
+    audit_config = compliance.audit_config if compliance else _no_audit_config(paths)
     started = dt.datetime.now(dt.timezone.utc)
     checks: dict[str, Any] = {}
     if backend is None:
@@ -102,7 +116,7 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     owned = backend is None
     backend = backend or load_backend(config, checks.get("extra"))
     try:
-        stats = _run_loadgen(config, paths, dataset, backend, show_progress)
+        stats = _run_loadgen(config, paths, dataset, backend, show_progress, audit_config)
         backend_info = backend.describe()
     finally:
         if owned:
@@ -115,7 +129,8 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
     result.update(checks.get("record", {}))
     record_run(paths, result)
-    (paths.user_conf).write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
+    if compliance is None:  # user.conf describes the submitted runs, not the audit overlays
+        paths.user_conf.write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
     write_json_atomic(paths.run_dir / "settings.json", config.to_json())
     write_json_atomic(paths.system_json, describe_system(config.system_name, config.device.device, config.device.count, backend_info))
     if stats["failure"] is not None:
@@ -173,8 +188,18 @@ def _steady_interpreter():
         gc.unfreeze()
 
 
+def _no_audit_config(paths: ResultPaths) -> Path:
+    """The audit.config path for a normal run: one that does not exist. LoadGen applies
+    whatever file the path names (its default is ./audit.config), so a stray compliance
+    overlay must never be able to turn a normal run into an audit run."""
+    path = paths.run_dir / "audit.config"  # run_dir was just emptied by prepare_run_dir
+    if path.exists():
+        raise OutputError(f"{path} exists: a normal run must not read an audit.config; remove it")
+    return path
+
+
 def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backend: Backend,
-                 show_progress: bool) -> dict[str, Any]:
+                 show_progress: bool, audit_config: Path) -> dict[str, Any]:
     r = config.request
     performance_count = int(config.loadgen.get("performance_sample_count_override") or dataset.count)
     if performance_count > dataset.count:
@@ -188,8 +213,6 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         size_run_from_warmup(config, backend)
     settings = build_test_settings(r.scenario, r.mode, config.loadgen)
     sut = LoadgenSUT(backend, qsl, r.scenario, int(config.knobs["batch_timeout_us"]))
-    # A path that does not exist: a stray ./audit.config must never alter a normal run.
-    audit_config = paths.run_dir / "audit.config"
     thread_error: list[BaseException] = []
 
     def start() -> None:
@@ -232,22 +255,25 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
 
 # Expected latency / throughput only size LoadGen's query schedule. Set too slow, LoadGen
 # runs out of queries ("Ending early", an error) or ends Offline before min duration.
-_SIZING_ATTRS = {
+SIZING_ATTRS = {
     "SingleStream": "single_stream_expected_latency_ns",
     "MultiStream": "multi_stream_expected_latency_ns",
     "Offline": "offline_expected_qps",
 }
-_USER_LAYERS = ("user.conf", "CLI")
+# A measurement from a full run of the same system (set by audit/ for compliance runs).
+MEASURED_SOURCE = "measured by the performance run"
+# Sources a warm-up never replaces: the user's own values and a real run's measurement.
+_KEPT_SOURCES = ("user.conf", "CLI", MEASURED_SOURCE)
 
 
 def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 0.5) -> None:
     """Replace a too-conservative profile or mlperf.conf sizing value by a warm-up
-    measurement; values the user set (user.conf, CLI) are left alone."""
-    attr = _SIZING_ATTRS.get(config.scenario)
+    measurement; values the user set (user.conf, CLI) or a full run measured are left alone."""
+    attr = SIZING_ATTRS.get(config.scenario)
     if attr is None:
         return
     source = config.provenance.get(f"loadgen.{attr}", "")
-    if source.startswith(_USER_LAYERS):
+    if source.startswith(_KEPT_SOURCES):
         return
     batch = int(config.knobs["max_batch"])
     per_batch = backend.time_tight_loop(batch, 1)

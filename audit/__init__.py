@@ -1,0 +1,1 @@
+"""MLPerf compliance tests (TEST01, TEST04), submission runs and the results checker."""

@@ -1,0 +1,159 @@
+"""A submission run for one system/model/scenario: the accuracy run, the performance run,
+TEST01 and TEST04 into MLPerf's layout, then the checker on what they wrote.
+
+    OUT/results/<system>/<model>/<scenario>/
+        accuracy/  performance/run_1/  TEST01/  TEST04/  measurements.json  user.conf
+    OUT/systems/<system>.json
+
+With the quick profile it is a rehearsal: measurements.json and every report say so, and
+the checker relaxes the duration and count rules (and says that it did). With the
+submission profile the full rules apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from audit.check import CheckReport, check_scenario
+from audit.compliance import OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceTest, Verdict, verify, write_verdicts
+from harness.config import CliRequest, RunConfig, resolve
+from harness.errors import OutputError
+from harness.results import ResultPaths, update_measurements
+from harness.loadgen_log import parse_detail
+from harness.runner import MEASURED_SOURCE, SIZING_ATTRS, ComplianceRun, execute, make_dataset
+from sut.backends.base import Backend
+from sut.data import Dataset
+
+log = logging.getLogger(__name__)
+
+REHEARSAL_GRADE = "rehearsal (quick profile): not a submission-grade run"
+SUBMISSION_GRADE = "submission profile: MLPerf's full run rules"
+# Result folders a submission run writes; an existing one is never replaced silently.
+RUN_FOLDERS = ("accuracy", "performance/run_1", *TESTS, *OPTIONAL_TESTS)
+
+
+@dataclass
+class SubmissionOutcome:
+    scenario_dir: Path
+    grade: str
+    verdicts: list[Verdict]
+    report: CheckReport
+
+    @property
+    def rehearsal(self) -> bool:
+        return self.grade == REHEARSAL_GRADE
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts) and self.report.passed
+
+    def render(self) -> str:
+        lines = [f"submission run: {self.scenario_dir}", f"grade: {self.grade}"]
+        lines += [f"  {v.line()}" for v in self.verdicts]
+        lines.append(self.report.render())
+        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}"
+                     + (f" ({REHEARSAL_GRADE})" if self.rehearsal else ""))
+        return "\n".join(lines)
+
+
+def grade_of(request: CliRequest) -> str:
+    return SUBMISSION_GRADE if request.run_profile == "submission" else REHEARSAL_GRADE
+
+
+def run_submission(request: CliRequest, show_progress: bool = True, backend: Backend | None = None,
+                   dataset: Dataset | None = None, alternate_seeds: bool = False) -> SubmissionOutcome:
+    """All four runs, the verifications and the check; `alternate_seeds` adds TEST05. A
+    loaded `backend` (tests, or a caller timing many runs) is reused by every run and not
+    closed; without one each run loads its own, with the INT8 calibration and accuracy
+    gate a normal run has."""
+    base = replace(request, mode="performance")
+    performance = resolve(base)
+    paths = ResultPaths(Path(base.output), performance.system_name, base.model, base.scenario, "performance")
+    _claim_folders(paths, base.overwrite)
+    dataset = dataset or make_dataset(performance)
+    log.info("submission run (%s): accuracy run", grade_of(base))
+    execute(resolve(replace(base, mode="accuracy")), show_progress, backend, dataset)
+    log.info("submission run: performance run")
+    execute(performance, show_progress, backend, dataset)
+    verdicts: list[Verdict] = []
+    tests = [*TESTS.values(), *([TEST05] if alternate_seeds else [])]
+    for test in tests:
+        config = resolve(base)
+        if test is TEST01:
+            size_from_performance_run(config, paths.run_dir / "mlperf_log_detail.txt")
+        verdicts += run_compliance_test(test, config, show_progress, backend, dataset)
+    grade = grade_of(base)
+    update_measurements(paths, {"submission": {
+        "grade": grade, "run_profile": base.run_profile,
+        "compliance": {f"{v.test}/{v.check}": v.passed for v in verdicts},
+    }})
+    report = CheckReport(paths.root, [check_scenario(paths.root, paths.scenario_dir)])
+    (paths.scenario_dir / "check.txt").write_text(report.render() + "\n")
+    update_measurements(paths, {"submission": {"check_passed": report.passed}})
+    return SubmissionOutcome(paths.scenario_dir, grade, verdicts, report)
+
+
+# Margins on the performance run's measurement: latencies halved and Offline throughput
+# raised, so a TEST01 run somewhat faster than the performance run still has enough queries
+# (and Offline still fills its minimum duration).
+_SIZING_FROM_RUN = {
+    "SingleStream": ("mean_latency_ns", 0.5),
+    "MultiStream": ("mean_query_latency_ns", 0.5),
+    "Offline": ("samples_per_second", 1.25),
+}
+
+
+def size_from_performance_run(config: RunConfig, detail_path: Path) -> None:
+    """Size TEST01's run from what the performance run measured, not from a warm-up.
+    LoadGen logs each response with probability sampling_target / expected samples, the
+    expected count coming from the sizing value: a warm-up that looks much faster than the
+    real run (a short loop on one hot batch) would leave TEST01 with nothing logged."""
+    attr = SIZING_ATTRS.get(config.scenario)
+    if attr is None or config.scenario not in _SIZING_FROM_RUN:
+        return  # Server: target_qps is the experiment's load, never resized
+    key, factor = _SIZING_FROM_RUN[config.scenario]
+    measured = parse_detail(detail_path).result.get(key)
+    if not isinstance(measured, (int, float)) or measured <= 0:
+        raise OutputError(f"{detail_path}: no {key} to size {TEST01.name} from")
+    value = measured * factor
+    config.loadgen[attr] = int(value) if attr.endswith("_ns") else float(value)
+    config.provenance[f"loadgen.{attr}"] = f"{MEASURED_SOURCE} ({key} {measured:g} x {factor})"
+
+
+def run_compliance_test(test: ComplianceTest, config: RunConfig, show_progress: bool,
+                        backend: Backend | None, dataset: Dataset) -> list[Verdict]:
+    """One compliance test's performance run with its audit.config, in its own folder
+    (LoadGen reads the file by the explicit path; nothing is written to the working
+    directory), then its verifications into verify_*.txt."""
+    paths = ResultPaths(Path(config.request.output), config.system_name, config.request.model,
+                        config.scenario, "performance", test.name)
+    test_dir = paths.scenario_dir / test.name
+    test_dir.mkdir(parents=True, exist_ok=True)
+    audit_config = test_dir / "audit.config"
+    audit_config.write_text(test.audit_config_text())
+    for attr, value in test.overrides.items():
+        config.loadgen[attr] = value
+        config.provenance[f"loadgen.{attr}"] = f"{test.name} ({test.purpose})"
+    log.info("submission run: %s (%s)", test.name, test.purpose)
+    execute(config, show_progress, backend, dataset, ComplianceRun(test.name, audit_config))
+    verdicts = verify(test, paths.scenario_dir, config.scenario)
+    write_verdicts(test_dir, verdicts)
+    for verdict in verdicts:
+        log.info("%s", verdict.line())
+    return verdicts
+
+
+def _claim_folders(paths: ResultPaths, overwrite: bool) -> None:
+    """Refuse before running anything if any of the four results exists (a half-replaced
+    submission would mix runs); with overwrite, clear the compliance folders, whose
+    verify files no run would otherwise replace."""
+    existing = [paths.scenario_dir / name for name in RUN_FOLDERS
+                if (paths.scenario_dir / name).is_dir() and any((paths.scenario_dir / name).iterdir())]
+    if existing and not overwrite:
+        raise OutputError(f"{existing[0]} already holds a result; pass --overwrite to replace the "
+                          "submission run or --output to write elsewhere")
+    for name in (*TESTS, *OPTIONAL_TESTS):
+        shutil.rmtree(paths.scenario_dir / name, ignore_errors=True)

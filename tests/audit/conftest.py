@@ -1,0 +1,115 @@
+"""Backend-level test doubles and a shared, real submission-run tree.
+
+The doubles are Backends, not LoadGen mocks: LoadGen, the SUT, the QSL and the logs are
+all real. Each batch of the paced backend costs a fixed sleep, so latency figures are
+stable enough on a busy 2-core machine for the 10% comparisons the compliance tests make.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from audit.submission import SubmissionOutcome, run_submission
+from harness.config import CliRequest, model_spec, resolve
+from harness.runner import backend_options
+from sut.backends.base import DonePending
+from sut.backends.null_backend import NullBackend, checksum_class
+from sut.data import SyntheticDataset
+
+# 40 ms per query: on a busy 2-core machine a waking thread can wait a few ms for a core,
+# which must stay well inside the compliance tests' 10% at the 90th percentile. 64 queries
+# (the fewest for which SingleStream's early stopping can succeed) take about 2.6 s.
+DELAY_S = 0.040
+SAMPLES = 32
+SUBMISSION = dict(
+    gpu="cpu", model="resnet18", image_size=32, dataset_count=SAMPLES, backend="null",
+    scenario="SingleStream", min_duration_ms=300, min_query_count=64,
+)
+SYSTEM_DIR = Path("results/CPU_null_fp32/resnet18/SingleStream")
+
+
+class PacedBackend(NullBackend):
+    """Answers the pixel checksum after a fixed delay per batch: an honest, slow SUT."""
+
+    def run_batch(self, rows: np.ndarray):
+        time.sleep(DELAY_S)
+        return super().run_batch(rows)
+
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            self.run_batch(np.arange(batch_size))
+        return time.perf_counter() - start
+
+
+class CachingBackend(PacedBackend):
+    """Remembers its last batch and answers a repeat of it without doing the work: the
+    response caching TEST04 exists to catch."""
+
+    def allocate_staging(self, capacity: int) -> None:
+        super().allocate_staging(capacity)
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # rows are reassigned per run
+
+    def run_batch(self, rows: np.ndarray):
+        if self._last is not None and np.array_equal(self._last[0], rows):
+            return DonePending(self._last[1])
+        top1 = super().run_batch(rows).wait().copy()
+        self._last = (rows.copy(), top1)
+        return DonePending(top1)
+
+
+class InconsistentBackend(PacedBackend):
+    """Answers change with every batch it runs, so the same sample gets different answers
+    in the accuracy run and in TEST01's performance run."""
+
+    def load(self) -> None:
+        super().load()
+        self._batches = 0
+
+    def run_batch(self, rows: np.ndarray):
+        self._batches += 1
+        top1 = super().run_batch(rows).wait()
+        return DonePending(((top1 + self._batches) % self.model.num_classes).astype(np.int32))
+
+
+class LabelledSynthetic(SyntheticDataset):
+    """Synthetic images labelled with their pixel checksum: the null-like backends score
+    100% against these labels, and no FP32 torch reference is needed to score them."""
+
+    def labels(self) -> np.ndarray:
+        return checksum_class(self.load(np.arange(self.count)))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": "pixel checksums (test double)"}
+
+
+def submit(output: Path, backend_cls: type[NullBackend] = PacedBackend, alternate_seeds: bool = False,
+           **overrides: Any) -> SubmissionOutcome:
+    request = CliRequest(**{**SUBMISSION, "output": output, **overrides})
+    config = resolve(request)
+    backend = backend_cls(model_spec(config), backend_options(config))
+    backend.load()
+    return run_submission(request, show_progress=False, backend=backend,
+                          dataset=LabelledSynthetic(count=SAMPLES, image_size=32), alternate_seeds=alternate_seeds)
+
+
+@pytest.fixture(scope="session")
+def good_submission(tmp_path_factory: pytest.TempPathFactory) -> SubmissionOutcome:
+    """One honest submission run (quick profile, with the optional TEST05), shared
+    read-only: copy before editing."""
+    return submit(tmp_path_factory.mktemp("good") / "out", alternate_seeds=True)
+
+
+@pytest.fixture
+def good_tree(good_submission: SubmissionOutcome, tmp_path: Path) -> Path:
+    """A private copy of the honest submission's output root."""
+    root = good_submission.scenario_dir.parents[3]
+    copy = tmp_path / "tree"
+    shutil.copytree(root, copy)
+    return copy

@@ -1,0 +1,96 @@
+"""Submission runs end to end under real LoadGen: the honest SUT passes TEST01 and TEST04,
+an inconsistent one fails TEST01, a response-caching one fails TEST04."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit.compliance import TEST05, read_verdict_file
+from audit.submission import REHEARSAL_GRADE
+from conftest import CachingBackend, InconsistentBackend, submit
+from harness.errors import OutputError
+from harness.loadgen_log import parse_detail
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def verdicts(outcome) -> dict[str, bool]:
+    return {f"{v.test}/{v.check}": v.passed for v in outcome.verdicts}
+
+
+def test_honest_sut_passes_both_compliance_tests_and_the_check(good_submission):
+    outcome = good_submission
+    assert verdicts(outcome) == {"TEST01/accuracy": True, "TEST01/performance": True, "TEST04/performance": True,
+                                 "TEST05/performance": True}, outcome.render()
+    assert outcome.report.passed and outcome.passed, outcome.render()
+    d = outcome.scenario_dir
+    for name in ("TEST01/verify_accuracy.txt", "TEST01/verify_performance.txt", "TEST04/verify_performance.txt"):
+        assert read_verdict_file(d / name) is True
+    text = (d / "TEST01" / "verify_accuracy.txt").read_text()
+    assert "\nmismatches: 0\n" in text and "\nmatches: 0\n" not in text  # something was compared
+    for name in ("accuracy", "performance/run_1", "TEST01/performance/run_1", "TEST04/performance/run_1"):
+        assert (d / name / "mlperf_log_detail.txt").is_file(), name
+    assert (d.parents[3] / "systems" / "CPU_null_fp32.json").is_file()
+    # Each overlay lives in its own test's folder; nothing was left where a run could find it.
+    assert "performance_issue_same = 1" in (d / "TEST04" / "audit.config").read_text()
+    detail = parse_detail(d / "TEST05/performance/run_1/mlperf_log_detail.txt")
+    assert detail.effective["qsl_rng_seed"] == TEST05.overrides["qsl_rng_seed"]  # other seeds really used
+    assert not (Path.cwd() / "audit.config").exists()
+
+
+def test_rehearsal_is_marked_everywhere(good_submission):
+    outcome = good_submission
+    assert outcome.rehearsal
+    measurements = json.loads((outcome.scenario_dir / "measurements.json").read_text())
+    assert measurements["submission"]["grade"] == REHEARSAL_GRADE
+    assert set(measurements["runs"]) == {"accuracy", "performance"}
+    assert set(measurements["compliance"]) == {"TEST01", "TEST04", "TEST05"}
+    assert REHEARSAL_GRADE in outcome.render()
+    assert REHEARSAL_GRADE in (outcome.scenario_dir / "check.txt").read_text()
+    assert "relaxed" in outcome.report.render()
+
+
+def test_inconsistent_sut_fails_test01(tmp_path):
+    outcome = submit(tmp_path / "out", InconsistentBackend)
+    assert verdicts(outcome)["TEST01/accuracy"] is False, outcome.render()
+    assert not outcome.passed
+    text = (outcome.scenario_dir / "TEST01" / "verify_accuracy.txt").read_text()
+    assert text.rstrip().endswith("TEST FAIL") and "differ from the accuracy run" in text
+    failed = {(f.rule, f.file) for s in outcome.report.scenarios for f in s.findings if f.status == "FAIL"}
+    assert any(rule == "compliance" and file.endswith("TEST01/verify_accuracy.txt") for rule, file in failed), failed
+
+
+def test_caching_sut_fails_test04(tmp_path):
+    outcome = submit(tmp_path / "out", CachingBackend)
+    assert verdicts(outcome)["TEST04/performance"] is False, outcome.render()
+    assert verdicts(outcome)["TEST01/accuracy"] is True  # its answers are right, only too fast
+    text = (outcome.scenario_dir / "TEST04" / "verify_performance.txt").read_text()
+    assert text.rstrip().endswith("TEST FAIL") and "better than the normal run" in text
+    assert not outcome.passed
+
+
+def test_existing_submission_is_not_replaced_without_overwrite(good_tree):
+    with pytest.raises(OutputError, match="already holds a result; pass --overwrite"):
+        submit(good_tree)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "harness/run.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_submission_refuses_to_replace_and_check_subcommand_runs(good_tree):
+    refused = run_cli("--mode", "submission", "--gpu", "cpu", "--backend", "null", "--model", "resnet18",
+                      "--scenario", "SingleStream", "--output", str(good_tree), "--no-progress")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1 and "already holds a result" in refused.stderr
+    checked = run_cli("check", str(good_tree))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1 result(s): 0 failed -> PASS" in checked.stdout
