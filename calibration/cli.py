@@ -23,7 +23,7 @@ from calibration.api import (
 )
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE
 from calibration.subset import DEFAULT_COUNT
-from harness.argtypes import OneLineParser, int_at_least
+from harness.argtypes import OneLineParser, float_in, int_at_least
 from harness.errors import DeepgapError
 from sut.backends.base import MODELS, ModelSpec
 
@@ -34,14 +34,7 @@ _Parser = OneLineParser
 _int_at_least = int_at_least
 
 
-def _percentile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 100.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {text}")
-    return value
+_percentile = float_in(0.0, 100.0)
 
 
 def build_parser() -> argparse.ArgumentParser:

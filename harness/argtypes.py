@@ -30,6 +30,21 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def float_in(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a number in (low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low < value <= high:
+            raise argparse.ArgumentTypeError(f"must be in ({low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
+
+
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in blocks. Raises OSError."""
     digest = hashlib.sha256()
