@@ -102,6 +102,9 @@ def record_run(paths: ResultPaths, run_result: dict[str, Any]) -> None:
     existing["model"] = paths.model
     existing["scenario"] = paths.scenario
     existing["runs"][paths.mode] = run_result
+    if paths.mode == "performance" and "power" in run_result:
+        # GPU power of the performance run, at the top level where reports look for it.
+        existing["power"] = run_result["power"]
     write_json_atomic(paths.measurements, existing)
 
 
