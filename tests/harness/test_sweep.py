@@ -206,3 +206,15 @@ def test_dry_run_sizes_the_study(capsys):
                  "--batch-sizes", "1", "2", "--scenarios", "Offline", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 group(s), about 8 runs" in out
+
+
+def test_cached_dataset_returns_the_same_samples_in_any_order():
+    from harness.sweep import CachedDataset
+    from sut.data import SyntheticDataset
+
+    plain = SyntheticDataset(count=16, image_size=32)
+    cached = CachedDataset(SyntheticDataset(count=16, image_size=32))
+    order = np.array([5, 3, 5, 15, 0])
+    assert np.array_equal(cached.load(order), plain.load(order))
+    assert np.array_equal(cached.load(order[::-1]), plain.load(order[::-1]))
+    assert (cached.count, cached.image_size, cached.describe()) == (16, 32, plain.describe())
