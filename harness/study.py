@@ -70,6 +70,8 @@ class StudyPlan:
         for name in ("repeats", "duration_ms", "search_ms", "confirm_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 < self.search_tolerance < 1:
+            raise ConfigError(f"--search-tolerance must lie in (0, 1), got {self.search_tolerance}")
         unknown = set(self.base) - set(BASE_FIELDS)
         if unknown:
             raise ConfigError(f"a study cannot set {', '.join(sorted(unknown))} for its runs")
