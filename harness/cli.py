@@ -144,18 +144,17 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
 def guarded(prog: str, body: Callable[[], int], interrupted: str = "interrupted") -> int:
     """Run a command's body: each DeepgapError becomes one line on stderr and its exit code."""
-    from harness.runner import RunAbandoned
-
     try:
         return body()
-    except RunAbandoned as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        # LoadGen's thread cannot be stopped from Python; leaving now is the only way out.
-        os._exit(exc.exit_code)
     except DeepgapError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        from harness.runner import RunAbandoned
+
+        if isinstance(exc, RunAbandoned):
+            sys.stderr.flush()
+            sys.stdout.flush()
+            # LoadGen's thread cannot be stopped from Python; leaving now is the only way out.
+            os._exit(exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
