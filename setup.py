@@ -35,5 +35,5 @@ setup(
         "tensorrt": ["tensorrt>=10.0"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
     },
-    entry_points={"console_scripts": ["deepgap=harness.cli:main"]},
+    entry_points={"console_scripts": ["deepgap=harness.cli:main", "deepgap-sweep=harness.sweep:main"]},
 )

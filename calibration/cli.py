@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,7 @@ from calibration.api import (
 )
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE
 from calibration.subset import DEFAULT_COUNT
-from harness.argtypes import OneLineParser, int_at_least
-from harness.errors import DeepgapError
+from harness.argtypes import OneLineParser, float_in, int_at_least
 from sut.backends.base import MODELS, ModelSpec
 
 PROG = "calibration"
@@ -34,14 +32,7 @@ _Parser = OneLineParser
 _int_at_least = int_at_least
 
 
-def _percentile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 100.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {text}")
-    return value
+_percentile = float_in(0.0, 100.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +86,9 @@ def summary(result: CalibrationResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    from harness.cli import guarded
+
+    def body() -> int:
         args = build_parser().parse_args(argv)
         _setup_logging(args.verbose, args.quiet)
         config = CalibrationConfig(
@@ -114,13 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(result.path)
         print(summary(result))
         return 0
-    except DeepgapError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(130)
+
+    return guarded(PROG, body)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

@@ -32,8 +32,9 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def float_in(low: float, high: float, low_open: bool, high_open: bool) -> Callable[[str], float]:
-    """A number parser for an interval; positive_float and fraction below are the usual ones."""
+def float_in(low: float, high: float, low_open: bool = True, high_open: bool = False) -> Callable[[str], float]:
+    """A number parser for an interval, by default (low, high]; positive_float and fraction
+    below are the usual ones."""
     def parse(text: str) -> float:
         try:
             value = float(text)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.config import CliRequest, RunConfig, resolve
+from harness.curves import latency_bound_qps, spread
 from harness.errors import DeepgapError
 from harness.runner import execute, load_backend, make_dataset
 from sut.backends.base import Backend
@@ -34,13 +35,7 @@ log = logging.getLogger("deepgap.bench")
 
 
 def stats(values: list[float]) -> dict[str, Any]:
-    return {
-        "runs": values,
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-    }
+    return {"runs": values, **spread(values)}
 
 
 class Bench:
@@ -183,13 +178,6 @@ class Bench:
             "singlestream_p90_ms": stats(loadgen_p90),
             "singlestream_overhead_us": (statistics.fmean(loadgen_p90) - statistics.fmean(backend_p90)) * 1e3,
         }
-
-
-def latency_bound_qps(curve: dict[int, float], bound_ms: float) -> float:
-    """Highest load a batcher could serve within `bound_ms` if a sample waits at most one
-    batch time to be batched and one to be computed: max T(b) over b with 2 b/T(b) <= bound."""
-    feasible = [qps for batch, qps in curve.items() if 2 * batch / qps * 1e3 <= bound_ms]
-    return max(feasible, default=0.0)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from harness.argtypes import OneLineParser, int_at_least, positive_float
@@ -123,6 +124,24 @@ def request_from_args(args: argparse.Namespace) -> CliRequest:
     return CliRequest(**fields)
 
 
+def command_for(request: CliRequest) -> str:
+    """A `python harness/run.py ...` line that asks for `request` again: every value that
+    differs from the parser's default, as its flag."""
+    args = ["python", "harness/run.py"]
+    for action in build_parser()._actions:
+        if not action.option_strings or not hasattr(request, action.dest):
+            continue
+        value, flag = getattr(request, action.dest), action.option_strings[-1]
+        if value == action.default:
+            continue
+        if action.nargs == 0:  # store_true / store_false / store_const
+            if value == action.const:
+                args.append(flag)
+            continue
+        args += [flag, str(value)]
+    return shlex.join(args)
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
@@ -136,15 +155,34 @@ def _submission(request: CliRequest, show_progress: bool, alternate_seeds: bool)
     return 0 if outcome.passed else AUDIT_FAILED_EXIT
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from harness.runner import RunAbandoned
+def guarded(prog: str, body: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run a command's body: each DeepgapError becomes one line on stderr and its exit code."""
+    try:
+        return body()
+    except DeepgapError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        from harness.runner import RunAbandoned
 
+        if isinstance(exc, RunAbandoned):
+            sys.stderr.flush()
+            sys.stdout.flush()
+            # LoadGen's thread cannot be stopped from Python; leaving now is the only way out.
+            os._exit(exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:  # `deepgap check OUT`: the results checker (audit/check.py)
         from audit.check import main as check_main
 
         return check_main(argv[1:])
-    try:
+
+    def body() -> int:
         args = build_parser().parse_args(argv)
         _setup_logging(args.verbose, args.quiet)
         request = request_from_args(args)
@@ -162,16 +200,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"see {outcome.paths.run_dir / 'accuracy.txt'}", file=sys.stderr)
             return ACCURACY_FAILED_EXIT
         return 0
-    except RunAbandoned as exc:
-        print(f"deepgap: error: {exc}", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        # LoadGen's thread cannot be stopped from Python; leaving now is the only way out.
-        os._exit(exc.exit_code)
-    except DeepgapError as exc:
-        print(f"deepgap: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("deepgap: interrupted", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(130)
+
+    return guarded("deepgap", body)

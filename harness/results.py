@@ -117,6 +117,10 @@ def update_measurements(paths: ResultPaths, sections: dict[str, dict[str, Any]])
     existing["scenario"] = paths.scenario
     for key, entries in sections.items():
         existing.setdefault(key, {}).update(entries)
+    performance = sections.get("runs", {}).get("performance")
+    if performance is not None and "power" in performance:
+        # GPU power of the performance run, at the top level where reports look for it.
+        existing["power"] = performance["power"]
     write_json_atomic(paths.measurements, existing)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import gc
 import logging
+import shlex
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from harness.accuracy import AccuracyResult, predictions_from_log, reference_top
 from harness.config import RunConfig, model_spec
 from harness.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
+from harness.power import open_meter, with_efficiency
 from harness.progress import Progress
 from harness.results import ResultPaths, prepare_run_dir, record_run, write_json_atomic
 from harness.system import describe_system
@@ -97,10 +99,13 @@ def load_backend(config: RunConfig, extra: dict[str, Any] | None = None) -> Back
 
 
 def execute(config: RunConfig, show_progress: bool = True, backend: Backend | None = None,
-            dataset: Dataset | None = None, compliance: ComplianceRun | None = None) -> RunOutcome:
-    """One run. A caller running many (the benchmark) passes a loaded backend and dataset
-    built from an equivalent config; they are reused, not closed. `compliance` makes it a
-    compliance test's performance run, under that test's folder, with its audit.config."""
+            dataset: Dataset | None = None, compliance: ComplianceRun | None = None,
+            record: dict[str, Any] | None = None) -> RunOutcome:
+    """One run. A caller running many (the benchmark, a sweep) passes a loaded backend and
+    dataset built from an equivalent config (its max batch may be larger than this run's);
+    they are reused, not closed. `compliance` makes it a compliance test's performance
+    run, under that test's folder, with its audit.config. `record` adds fields to the saved
+    result (the caller's accuracy gate, sweep point)."""
     r = config.request
     if compliance is not None and r.mode != "performance":
         raise ConfigError(f"{compliance.test} is a performance run, not a {r.mode} run")
@@ -126,13 +131,16 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     accuracy = None
     if r.mode == "accuracy" and stats["failure"] is None:
         accuracy = _score_accuracy(config, paths, dataset)
+    system = describe_system(config.system_name, config.device.device, config.device.count, backend_info)
     result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
+    result["environment"] = {k: v for k, v in system.items() if k != "backend"}
     result.update(checks.get("record", {}))
+    result.update(record or {})
     record_run(paths, result)
     if compliance is None:  # user.conf describes the submitted runs, not the audit overlays
         paths.user_conf.write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
     write_json_atomic(paths.run_dir / "settings.json", config.to_json())
-    write_json_atomic(paths.system_json, describe_system(config.system_name, config.device.device, config.device.count, backend_info))
+    write_json_atomic(paths.system_json, system)
     if stats["failure"] is not None:
         raise RunFailed(f"the backend failed during the run: {stats['failure']} (results in {paths.run_dir})")
     return RunOutcome(paths, result, summary, accuracy)
@@ -165,7 +173,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) 
             if not verdict.passed:
                 failed = {"deepgap_version": __version__, "status": "gate_failed",
                           "started_utc": started.isoformat(timespec="seconds"),
-                          "command": " ".join(sys.argv), "config": config.to_json(), **record}
+                          "command": shlex.join(sys.argv), "config": config.to_json(), **record}
                 record_run(paths, failed)
                 raise GateFailed(f"{verdict.line()}; not benchmarked (--skip-accuracy-gate to run anyway)")
     return {"extra": extra, "record": record}
@@ -212,7 +220,7 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
     if r.mode == "performance":
         size_run_from_warmup(config, backend)
     settings = build_test_settings(r.scenario, r.mode, config.loadgen)
-    sut = LoadgenSUT(backend, qsl, r.scenario, int(config.knobs["batch_timeout_us"]))
+    sut = LoadgenSUT(backend, qsl, r.scenario, int(config.knobs["batch_timeout_us"]), int(config.knobs["max_batch"]))
     thread_error: list[BaseException] = []
 
     def start() -> None:
@@ -223,19 +231,15 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
 
     expected = config.loadgen.get("min_duration_ms", 0) / 1000.0 if r.mode == "performance" else None
     runner = threading.Thread(target=start, name="loadgen", daemon=True)
-    t0 = time.monotonic()
+    meter = open_meter(config.device.device)
     with _steady_interpreter(), Progress(f"{r.scenario} {r.mode}", lambda: sut.samples_completed, expected, enabled=show_progress):
+        meter.start()  # brackets StartTest; the reported window starts at the first issue
+        t0 = time.monotonic()
         runner.start()
-        failed_at = None
-        while runner.is_alive():
-            runner.join(0.2)
-            if sut.failure is not None and failed_at is None:
-                failed_at = time.monotonic()
-            if failed_at is not None and time.monotonic() - failed_at > FAILURE_GRACE_S and runner.is_alive():
-                raise RunAbandoned(
-                    f"the backend failed ({sut.failure}); LoadGen was still running its schedule "
-                    f"{FAILURE_GRACE_S:.0f} s later, so the run was abandoned"
-                )
+        try:
+            _wait_for_loadgen(runner, sut)
+        finally:
+            power = meter.stop(begin=sut.first_issue_at)
     wall_s = time.monotonic() - t0
     sut.shutdown()
     qsl.destroy()
@@ -243,7 +247,9 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         raise RunFailed(f"LoadGen failed: {thread_error[0]}")
     failure = sut.failure
     batches = sut.pipeline.batches_run
+    per_query = int(config.loadgen.get("multi_stream_samples_per_query", 8)) if r.scenario == "MultiStream" else 1
     return {
+        "power": with_efficiency(power, r.scenario, sut.samples_completed, sut.samples_completed // per_query),
         "failure": f"{type(failure).__name__}: {failure}" if failure else None,
         "wall_s": wall_s,
         "samples_completed": sut.samples_completed,
@@ -251,6 +257,19 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         "mean_batch": (sut.pipeline.samples_run / batches) if batches else None,
         "performance_sample_count": qsl.performance_count,
     }
+
+
+def _wait_for_loadgen(runner: threading.Thread, sut: LoadgenSUT) -> None:
+    failed_at = None
+    while runner.is_alive():
+        runner.join(0.2)
+        if sut.failure is not None and failed_at is None:
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > FAILURE_GRACE_S and runner.is_alive():
+            raise RunAbandoned(
+                f"the backend failed ({sut.failure}); LoadGen was still running its schedule "
+                f"{FAILURE_GRACE_S:.0f} s later, so the run was abandoned"
+            )
 
 
 # Expected latency / throughput only size LoadGen's query schedule. Set too slow, LoadGen
@@ -276,9 +295,7 @@ def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 
     if source.startswith(_KEPT_SOURCES):
         return
     batch = int(config.knobs["max_batch"])
-    per_batch = backend.time_tight_loop(batch, 1)
-    iterations = max(1, min(50, int(budget_s / max(per_batch, 1e-6))))
-    per_batch = backend.time_tight_loop(batch, iterations) / iterations
+    per_batch = warmup_batch_seconds(backend, batch, budget_s)
     current = config.loadgen.get(attr)
     if attr == "offline_expected_qps":
         measured: float = batch / per_batch
@@ -293,6 +310,14 @@ def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 
         log.info("sizing: %s %s -> %s (warm-up measurement; was %s from %s)", attr, current, measured, current, source)
         config.loadgen[attr] = measured
         config.provenance[f"loadgen.{attr}"] = f"warm-up measurement (replaced {current} from {source or 'default'})"
+
+
+def warmup_batch_seconds(backend: Backend, batch: int, budget_s: float = 0.5, most: int = 50) -> float:
+    """Seconds per batch of `batch` staged rows in the backend's own loop, over about
+    `budget_s` (at least one, at most `most` batches)."""
+    per_batch = backend.time_tight_loop(batch, 1)
+    iterations = max(1, min(most, int(budget_s / max(per_batch, 1e-6))))
+    return backend.time_tight_loop(batch, iterations) / iterations
 
 
 def _score_accuracy(config: RunConfig, paths: ResultPaths, dataset: Dataset) -> AccuracyResult:
@@ -325,14 +350,19 @@ def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, back
                  stats: dict[str, Any], summary: Summary | None, detail: Any,
                  accuracy: AccuracyResult | None) -> dict[str, Any]:
     r = config.request
+    from harness.cli import command_for
+
+    stats = dict(stats)
     result: dict[str, Any] = {
         "deepgap_version": __version__,
         "status": "failed" if stats["failure"] else "ok",
         "started_utc": started.isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),
+        "equivalent_command": command_for(config.request),
         "config": config.to_json(),
         "dataset": dataset.describe(),
         "backend": backend_info,
+        "power": stats.pop("power"),
         "harness": stats,
         "loadgen_errors": [list(e) for e in detail.errors],
         "loadgen_result": detail.result,
@@ -354,6 +384,7 @@ def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, back
             "value": summary.headline_value,
             "percentiles_ns": summary.percentiles_ns,
             "mean_latency_ns": summary.mean_latency_ns,
+            "qps_with_loadgen_overhead": summary.qps_with_loadgen_overhead,
             "early_stopping_satisfied": summary.early_stopping_satisfied,
             "min_duration_satisfied": summary.min_duration_satisfied,
             "min_queries_satisfied": summary.min_queries_satisfied,

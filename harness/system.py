@@ -56,6 +56,7 @@ def _nvml_info() -> dict[str, Any]:
                     "memory_gib": round(memory.total / 2**30, 1),
                     "power_limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000.0,
                     "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                    **_clocks(pynvml, handle),
                 }
             )
         return {
@@ -67,6 +68,43 @@ def _nvml_info() -> dict[str, Any]:
         return {"available": False, "reason": f"NVML query failed: {exc}"}
     finally:
         pynvml.nvmlShutdown()
+
+
+def _source_revision() -> dict[str, Any] | None:
+    """The git commit this deepgap runs from and whether it has local changes; None
+    outside a git checkout (an installed package)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
+
+
+def _clocks(pynvml: Any, handle: Any) -> dict[str, Any]:
+    """Clocks as found when the run ended (None where the GPU does not say): a run at
+    locked or application clocks is not comparable with one at default boost."""
+    queries = {
+        "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+        "memory_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+        "max_memory_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+        "applications_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetApplicationsClock(handle, pynvml.NVML_CLOCK_SM),
+        "persistence_mode": lambda: bool(pynvml.nvmlDeviceGetPersistenceMode(handle)),
+    }
+    out: dict[str, Any] = {}
+    for key, query in queries.items():
+        try:
+            out[key] = query()
+        except pynvml.NVMLError:
+            out[key] = None
+    return out
 
 
 def _text(value: Any) -> str:
@@ -90,7 +128,9 @@ def describe_system(system_name: str, device: str, gpu_count: int, backend_info:
             "mlcommons-loadgen": _version("mlcommons-loadgen"),
             "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
             "numpy": _version("numpy"),
+            "nvidia-ml-py": _version("nvidia-ml-py"),
         },
+        "deepgap_source": _source_revision(),
         "backend": backend_info,
     }
     if device != "cpu":

@@ -10,6 +10,7 @@ another thread would only add latency.
 from __future__ import annotations
 
 import logging
+import time
 
 import mlperf_loadgen as lg
 import numpy as np
@@ -33,12 +34,16 @@ class LoadgenSUT:
         qsl: LoadgenQSL,
         scenario: str,
         batch_timeout_us: int,
+        max_batch: int | None = None,
     ) -> None:
         self.scenario = scenario
         self.qsl = qsl
         self.inline = scenario in INLINE_SCENARIOS
         timeout_s = 0.0 if scenario == "Offline" else batch_timeout_us / 1e6
-        self.batcher = DynamicBatcher(backend.options.max_batch, timeout_s)
+        # A backend loaded for a larger batch (one backend shared by a sweep over batch
+        # sizes) runs this run's batches no larger than `max_batch`.
+        limit = backend.options.max_batch if max_batch is None else min(max_batch, backend.options.max_batch)
+        self.batcher = DynamicBatcher(limit, timeout_s)
         self.pipeline = BatchPipeline(
             backend,
             next_batch=self.batcher.get,
@@ -47,6 +52,8 @@ class LoadgenSUT:
             name=f"sut-{scenario}",
         )
         self.samples_completed = 0
+        # time.monotonic() of LoadGen's first issue: where the timed part of the test begins.
+        self.first_issue_at: float | None = None
         self.issue_failure: BaseException | None = None
         self.handle = lg.ConstructFastSUT(self._issue, self._flush)
         if not self.inline:
@@ -57,6 +64,8 @@ class LoadgenSUT:
         return self.issue_failure or self.pipeline.failure or self.qsl.failure
 
     def _issue(self, ids: list[int], indices: list[int]) -> None:
+        if self.first_issue_at is None:
+            self.first_issue_at = time.monotonic()
         try:
             if self.inline:
                 self.pipeline.run_inline(Batch(ids=ids, indices=indices, oldest_arrival=0.0))

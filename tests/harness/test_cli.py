@@ -300,3 +300,19 @@ def test_help_mentions_every_flags_default(help_text: str) -> None:
     for flag in flags:
         assert flag in flat, f"{flag} missing from --help"
         assert "(default:" in " ".join(blocks[flag].split()), f"{flag} shows no default: {blocks[flag]!r}"
+
+
+def test_equivalent_command_parses_back_to_the_same_request() -> None:
+    import shlex
+
+    from harness.cli import build_parser, command_for, request_from_args
+    from harness.config import CliRequest
+
+    request = CliRequest(scenario="Server", model="resnet18", precision="fp16", max_batch=64, target_qps=1234.5,
+                         cuda_graphs=False, channels_last=False, skip_accuracy_gate=True,
+                         output=Path("/tmp/with space"), run_profile="submission", overwrite=True)
+    line = command_for(request)
+    assert line.startswith("python harness/run.py ") and "'/tmp/with space'" in line
+    args = build_parser().parse_args(shlex.split(line)[2:])
+    assert request_from_args(args) == request
+    assert command_for(CliRequest()) == "python harness/run.py"

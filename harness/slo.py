@@ -1,0 +1,157 @@
+"""A Server latency objective and the search for the highest load that meets it.
+
+An SLO is a percentile and a bound (`p99:15ms`, MLPerf's Server rule for ResNet50). A run
+meets it when LoadGen calls it VALID with `server_target_latency_percentile` and
+`server_target_latency_ns` set from the SLO (LoadGen also requires its minimum duration,
+query count and early-stopping criterion).
+
+`search_max_qps` knows nothing of LoadGen: it calls a `trial(target_qps, duration_ms,
+phase)` and reads the attempt's verdict. It brackets the answer with short runs (growing or
+halving the load from a start), bisects the bracket to a tolerance, then confirms the
+highest valid load with a full-length run, stepping down and confirming again while a
+confirmation fails. Every attempt is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from harness.errors import ConfigError
+
+_SLO = re.compile(r"^p(?P<pct>\d+(?:\.\d+)?):(?P<value>\d+(?:\.\d+)?)(?P<unit>us|ms|s)$")
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+@dataclass(frozen=True)
+class Slo:
+    percentile: float  # 99.0 for p99
+    latency_ms: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.percentile < 100:
+            raise ConfigError(f"SLO percentile must be between 0 and 100, got {self.percentile}")
+        if not self.latency_ms > 0:
+            raise ConfigError(f"SLO latency bound must be positive, got {self.latency_ms} ms")
+
+    @property
+    def label(self) -> str:
+        return f"p{self.percentile:g} <= {self.latency_ms:g} ms"
+
+    def user_conf(self) -> str:
+        """The Server lines of a user.conf that make LoadGen judge runs by this SLO."""
+        return (f"# Server latency objective of this study: {self.label}\n"
+                f"*.Server.target_latency = {self.latency_ms:g}\n"
+                f"*.Server.target_latency_percentile = {self.percentile:g}\n")
+
+
+MLPERF_SLO = Slo(99.0, 15.0)
+
+
+def parse_slo(text: str) -> Slo:
+    """'p99:15ms', 'p90:5ms', 'p99.9:20ms', 'p95:800us', 'p99:0.02s'. Raises ConfigError."""
+    match = _SLO.match(text.strip().lower().replace(" ", ""))
+    if not match:
+        raise ConfigError(f"cannot read SLO {text!r}: write PERCENTILE:BOUND, e.g. p99:15ms or p90:5ms")
+    return Slo(float(match["pct"]), float(match["value"]) * _UNIT_MS[match["unit"]])
+
+
+@dataclass
+class Attempt:
+    """One Server run made by the search."""
+
+    target_qps: float
+    duration_ms: int
+    phase: str  # "search" (short run) or "confirm" (full length)
+    valid: bool
+    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p90, p99
+    achieved_qps: float | None = None
+    measurements: str | None = None  # measurements.json, relative to the study folder
+    invalid_reasons: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Attempt":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+Trial = Callable[[float, int, str], Attempt]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    start_qps: float
+    search_ms: int
+    confirm_ms: int
+    tolerance: float = 0.03  # stop bisecting when (hi - lo) / hi is this small
+    growth: float = 1.5
+    max_expansions: int = 8
+    max_bisections: int = 8
+    step_down: float = 0.05  # after a failed confirmation, try 5% less
+    max_step_downs: int = 4
+    floor_qps: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.start_qps > 0:
+            raise ConfigError(f"the search needs a positive start load, got {self.start_qps}")
+        if not (0 < self.tolerance < 1 and self.growth > 1 and 0 < self.step_down < 1):
+            raise ConfigError("search tolerance and step-down must lie in (0, 1), growth above 1")
+
+
+@dataclass
+class SearchResult:
+    max_qps: float | None  # highest load found valid; None if none was
+    confirmed: bool  # a full-length run at max_qps was VALID
+    attempts: list[Attempt]
+    bracketed: bool  # an invalid load above max_qps was seen (else the search hit its limit)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max_qps": self.max_qps, "confirmed": self.confirmed, "bracketed": self.bracketed,
+                "attempts": [a.to_json() for a in self.attempts]}
+
+
+def search_max_qps(trial: Trial, settings: SearchSettings) -> SearchResult:
+    attempts: list[Attempt] = []
+
+    def ok(qps: float, duration_ms: int, phase: str) -> bool:
+        attempt = trial(qps, duration_ms, phase)
+        attempts.append(attempt)
+        return attempt.valid
+
+    s = settings
+    lo: float | None = None
+    hi: float | None = None
+    if ok(s.start_qps, s.search_ms, "search"):
+        lo = s.start_qps
+        for _ in range(s.max_expansions):
+            if ok(lo * s.growth, s.search_ms, "search"):
+                lo *= s.growth
+            else:
+                hi = lo * s.growth
+                break
+    else:
+        hi = s.start_qps
+        while hi / 2 >= s.floor_qps:
+            if ok(hi / 2, s.search_ms, "search"):
+                lo = hi / 2
+                break
+            hi /= 2
+        if lo is None:
+            return SearchResult(None, False, attempts, bracketed=True)
+    for _ in range(s.max_bisections):
+        if hi is None or (hi - lo) / hi <= s.tolerance:
+            break
+        mid = (lo + hi) / 2
+        if ok(mid, s.search_ms, "search"):
+            lo = mid
+        else:
+            hi = mid
+    candidate = lo
+    for _ in range(s.max_step_downs + 1):
+        if ok(candidate, s.confirm_ms, "confirm"):
+            return SearchResult(candidate, True, attempts, bracketed=hi is not None)
+        candidate *= 1 - s.step_down
+    return SearchResult(candidate / (1 - s.step_down), False, attempts, bracketed=hi is not None)

@@ -1,0 +1,220 @@
+"""A whole study under real LoadGen on the CPU, with a backend whose capacity is known:
+every batch takes a fixed service time whatever its size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import ConfigError, RunFailed
+from harness.results import load_measurements
+from harness.runner import load_backend
+from harness.slo import Slo
+from harness.study import StudyPlan, StudyStore, point_id
+from harness.sweep import Sweep, main
+from sut.backends.base import DonePending
+from sut.backends.null_backend import NullBackend
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_S = 0.004
+SERVER_BATCH = 8
+CAPACITY = SERVER_BATCH / SERVICE_S  # 2000 samples/s at full batches
+
+
+class FixedServiceBackend(NullBackend):
+    """The null backend's answers, after a fixed service time per batch."""
+
+    def run_batch(self, rows: np.ndarray):
+        time.sleep(SERVICE_S)
+        return DonePending(self._answers[rows])
+
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        return iterations * SERVICE_S
+
+
+class Factory:
+    def __init__(self, fail_at_batch: int | None = None) -> None:
+        self.loads = 0
+        self.fail_at_batch = fail_at_batch
+
+    def __call__(self, config, extra):
+        self.loads += 1
+        backend = load_backend(config, extra)  # the real null backend, resolved as usual
+        fixed = FixedServiceBackend(backend.model, backend.options)
+        fixed.load()
+        if self.fail_at_batch is not None:
+            limit = self.fail_at_batch
+
+            def failing(rows, run=fixed.run_batch):
+                if len(rows) >= limit:
+                    raise RuntimeError("simulated device error")
+                return run(rows)
+
+            fixed.run_batch = failing
+        return fixed
+
+
+def plan(**overrides) -> StudyPlan:
+    values = dict(
+        models=("resnet18",), precisions=("fp32",), backends=("null",),
+        scenarios=("Offline", "Server", "SingleStream"), batch_sizes=(1, 4), repeats=2,
+        duration_ms=300, search_ms=500, confirm_ms=900, slo=Slo(99.0, 40.0), ladder=(0.5, 1.0),
+        server_max_batch=SERVER_BATCH, batch_timeout_us=2000, search_tolerance=0.1,
+        base={"gpu": "cpu", "image_size": 32, "dataset_count": 64, "min_query_count": 32},
+    )
+    values.update(overrides)
+    return StudyPlan(**values)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    factory = Factory()
+    data = Sweep(plan(), root, "python -m harness.sweep ...", backend_factory=factory).run()
+    return root, data, factory
+
+
+def test_study_json_follows_the_contract(study):
+    root, data, _ = study
+    assert data == json.loads((root / "study.json").read_text())
+    assert data["schema"] == "deepgap.study/1" and data["command"].startswith("python -m harness.sweep")
+    system = data["system"]
+    assert system["device"] == "CPU" and system["gpu_count"] == 0 and system["driver"] is None
+    assert system["software"]["mlcommons-loadgen"]
+    ids = [p["id"] for p in data["points"]]
+    assert len(ids) == len(set(ids)) == 2 + 2 + 1  # Offline bs 1 and 4, two ladder loads, SingleStream
+    for point in data["points"]:
+        assert len(point["runs"]) == 2
+        assert point["stats"]["samples_per_s"]["n"] == 2
+        assert point["stats"]["watts"] is None and point["stats"]["samples_per_joule"] is None
+        for run in point["runs"]:
+            assert set(run["latency_ms"]) == {"p50", "p90", "p99"}
+            assert run["power"] == {"source": "absent", "reason": "CPU run: there is no GPU to measure",
+                                    "label": "GPU-only"}
+            saved = load_measurements(root / run["measurements"])
+            assert saved["power"] == run["power"]  # top level of measurements.json
+            result = saved["runs"]["performance"]
+            assert result["sweep"]["point"] == point["id"]
+            assert result["equivalent_command"].startswith("python harness/run.py")
+            assert result["environment"]["software"]["mlcommons-loadgen"]
+
+
+def test_offline_curve_rises_with_batch_and_has_knees(study):
+    _, data, _ = study
+    (curve,) = data["curves"]
+    rates = {int(b): v for b, v in curve["points"].items()}
+    assert set(rates) == {1, 4}
+    # a batch costs the same 4 ms at any size: bs 4 carries about 4x the samples
+    assert rates[4] > 2.5 * rates[1]
+    assert rates[1] <= 1 / SERVICE_S * 1.05
+    assert curve["knee_90"] == curve["knee_95"] == 4 and curve["peak"] == rates[4]
+    offline = [p for p in data["points"] if p["scenario"] == "Offline"]
+    assert all(r["valid"] for p in offline for r in p["runs"])
+
+
+def test_server_search_finds_the_known_capacity_and_records_every_attempt(study):
+    root, data, _ = study
+    (search,) = data["slo_searches"]
+    assert search["percentile"] == 99.0 and search["latency_ms"] == 40.0
+    assert search["confirmed"]
+    assert 0.35 * CAPACITY <= search["max_qps"] <= 1.1 * CAPACITY
+    attempts = search["attempts"]
+    assert any(not a["valid"] for a in attempts)  # it found the edge
+    assert attempts[-1]["phase"] == "confirm" and attempts[-1]["valid"]
+    assert attempts[-1]["target_qps"] == pytest.approx(search["max_qps"])
+    for a in attempts:
+        assert (root / a["measurements"]).exists()
+        assert a["duration_ms"] == (900 if a["phase"] == "confirm" else 500)
+    ladder = [p for p in data["points"] if p["id"] in search["ladder"]]
+    assert [p["target_qps"] for p in ladder] == pytest.approx([0.5 * search["max_qps"], search["max_qps"]])
+    assert all(p["batch_size"] == SERVER_BATCH for p in ladder)
+    settings = load_measurements(root / attempts[0]["measurements"])["runs"]["performance"]["config"]["loadgen"]
+    assert settings["server_target_latency_ns"] == 40_000_000
+    assert settings["server_target_latency_percentile"] == pytest.approx(0.99)
+
+
+def test_rerun_resumes_without_redoing_finished_points(study, tmp_path):
+    root, data, _ = study
+    factory = Factory()
+    again = Sweep(plan(), root, "python -m harness.sweep ...", backend_factory=factory).run()
+    assert factory.loads == 0  # nothing to run: the backend is never even loaded
+    assert again["created_utc"] == data["created_utc"]
+    assert [p["runs"] for p in again["points"]] == [p["runs"] for p in data["points"]]
+
+
+def test_interrupted_point_reruns_only_its_missing_repeat(study, tmp_path):
+    root, data, _ = study
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(root), str(copy)], check=True)
+    pid = point_id("resnet18", "fp32", "null", "Offline", batch_size=4)
+    (copy / "points" / f"{pid}.json").unlink()
+    second = next(copy.glob(f"runs/{pid}/r2/results/*/*/*/measurements.json"))
+    second.unlink()  # repeat 2 was cut off before its result was saved
+    first = next(copy.glob(f"runs/{pid}/r1/results/*/*/*/measurements.json"))
+    before = first.read_text()
+    factory = Factory()
+    resumed = Sweep(plan(), copy, "python -m harness.sweep ...", backend_factory=factory).run()
+    assert factory.loads == 1
+    assert first.read_text() == before  # the saved repeat was kept, not rerun
+    assert second.exists()
+    point = next(p for p in resumed["points"] if p["id"] == pid)
+    assert [r["repeat"] for r in point["runs"]] == [1, 2]
+
+
+def test_a_different_plan_in_the_same_folder_is_refused(study):
+    root, _, _ = study
+    with pytest.raises(ConfigError, match="different study.*repeats"):
+        Sweep(plan(repeats=3), root, "cmd", backend_factory=Factory()).run()
+
+
+def test_a_failing_point_is_recorded_and_the_rest_of_the_study_goes_on(tmp_path):
+    small = plan(scenarios=("Offline",), batch_sizes=(1, 4), repeats=1)
+    with pytest.raises(RunFailed, match="1 part.*bs4"):
+        Sweep(small, tmp_path, "cmd", backend_factory=Factory(fail_at_batch=4)).run()
+    data = json.loads((tmp_path / "study.json").read_text())
+    assert [p["id"] for p in data["points"]] == [point_id("resnet18", "fp32", "null", "Offline", batch_size=1)]
+    assert not StudyStore(tmp_path).finished_point(point_id("resnet18", "fp32", "null", "Offline", batch_size=4))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--slo", "p99-15ms"], ["cannot read SLO", "p99:15ms"]),
+    (["--ladder", "0.5", "1.5"], ["--ladder", "(0, 1]"]),
+    (["--batch-sizes", "0"], ["--batch-sizes", "positive"]),
+    (["--precisions", "fp16"], ["fp16", "CUDA"]),
+])
+def test_cli_errors_are_one_line(tmp_path, args, words):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-m", "harness.sweep", "--study", str(tmp_path / "s"), "--gpu", "cpu",
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sweep: error:"), proc.stderr
+    for word in words:
+        assert word in lines[0]
+    assert not (tmp_path / "s").exists() or not (tmp_path / "s" / "points").exists()
+
+
+def test_dry_run_sizes_the_study(capsys):
+    assert main(["--study", "unused", "--gpu", "cpu", "--models", "resnet18", "resnet50", "--repeats", "2",
+                 "--batch-sizes", "1", "2", "--scenarios", "Offline", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 group(s), about 8 runs" in out
+
+
+def test_cached_dataset_returns_the_same_samples_in_any_order():
+    from harness.sweep import CachedDataset
+    from sut.data import SyntheticDataset
+
+    plain = SyntheticDataset(count=16, image_size=32)
+    cached = CachedDataset(SyntheticDataset(count=16, image_size=32))
+    order = np.array([5, 3, 5, 15, 0])
+    assert np.array_equal(cached.load(order), plain.load(order))
+    assert np.array_equal(cached.load(order[::-1]), plain.load(order[::-1]))
+    assert (cached.count, cached.image_size, cached.describe()) == (16, 32, plain.describe())
