@@ -216,6 +216,11 @@ class TorchBackend(Backend):
         return graph
 
     def run_batch(self, rows: np.ndarray):
+        rows = np.asarray(rows, dtype=np.int64)
+        # A row outside the staged set would make the graph's gather read out of bounds
+        # (an illegal address that kills the CUDA context); fail this batch cleanly instead.
+        if len(rows) and (rows.min() < 0 or rows.max() >= self._staged.shape[0]):
+            raise BackendError(f"batch rows {rows.min()}..{rows.max()} outside the {self._staged.shape[0]} staged samples")
         if not self._cuda:
             rows_t = self._torch.from_numpy(np.asarray(rows, dtype=np.int64))
             nhwc = self._torch.index_select(self._staged, 0, rows_t)

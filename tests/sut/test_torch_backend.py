@@ -56,6 +56,17 @@ def test_cpu_answers_do_not_depend_on_batch_composition():
     assert len(set(single.tolist())) > 3, "seeded network should not answer one class for everything"
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+@pytest.mark.parametrize("bad", [-1, COUNT])
+def test_rows_outside_the_staged_set_fail_the_batch_not_the_device(device, bad):
+    """An unstaged sample (row -1) or a row past the staging buffer must be a BackendError:
+    inside a CUDA graph the gather would read out of bounds and kill the CUDA context."""
+    backend = make_backend(device=device)
+    with pytest.raises(BackendError, match="outside the 48 staged samples"):
+        backend.run_batch(np.array([0, bad, 3]))
+    assert answers(backend, np.array([1, 2])).shape == (2,)  # the backend still works
+
+
 def test_reduced_precision_on_cpu_is_a_clear_error():
     backend = TorchBackend(ModelSpec("resnet18", "fp16", image_size=32), BackendOptions(device="cpu"))
     with pytest.raises(DeviceError, match="CUDA GPUs only"):
