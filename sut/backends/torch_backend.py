@@ -9,6 +9,7 @@ takes the arg-max, so a batch costs a handful of Python calls whatever its size.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -192,15 +193,22 @@ class TorchBackend(Backend):
                 slot.in_dev = torch.zeros(shape, dtype=self._dtype, device=self._device)
             if self.options.cuda_graphs:
                 slot.pool = torch.cuda.graph_pool_handle()
-                for bucket in batch_buckets(max_batch):
+                # Largest first: every graph's intermediates are freed when its capture
+                # ends, so smaller graphs reuse the largest one's memory and a slot's pool
+                # stays near one batch's peak. Ascending order left each larger capture
+                # new segments: about 25 GB a slot for resnet50 fp32 up to batch 512.
+                # Sharing is safe because a slot replays one graph at a time.
+                for bucket in sorted(batch_buckets(max_batch), reverse=True):
                     slot.graphs[bucket] = self._capture(slot, bucket)
             self._slots.append(slot)
             self._free_slots.put(slot)
         torch.cuda.synchronize(self._device)
         log.info(
-            "torch: %d CUDA slot(s), graphs for batch buckets %s",
+            "torch: %d CUDA slot(s), graphs for batch buckets %s; %.1f GiB reserved on %s",
             len(self._slots),
             batch_buckets(max_batch) if self.options.cuda_graphs else "off",
+            torch.cuda.memory_reserved(self._device) / 2**30,
+            self._device,
         )
 
     def _capture(self, slot: _Slot, bucket: int):
@@ -330,4 +338,5 @@ class TorchBackend(Backend):
         self._staged = None
         self._net = None
         if self._cuda and self._torch is not None:
+            gc.collect()  # graphs held in reference cycles keep their private pools
             self._torch.cuda.empty_cache()
