@@ -224,6 +224,8 @@ class TorchBackend(Backend):
         return graph
 
     def run_batch(self, rows: np.ndarray):
+        if self._staged is None:
+            raise BackendError("torch backend: no staged samples (not loaded, or closed)")
         rows = np.asarray(rows, dtype=np.int64)
         # A row outside the staged set would make the graph's gather read out of bounds
         # (an illegal address that kills the CUDA context); fail this batch cleanly instead.
