@@ -43,8 +43,10 @@ def float_in(low: float, high: float, low_open: bool = True, high_open: bool = F
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
         if not (above and below):
-            what = ("a positive finite number" if (low, low_open, high) == (0, True, float("inf"))
-                    else f"{'above' if low_open else 'at least'} {low:g} and {'below' if high_open else 'at most'} {high:g}")
+            if (low, low_open, high) == (0, True, float("inf")):
+                what = "a positive finite number"
+            else:
+                what = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return value
 

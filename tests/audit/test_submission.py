@@ -13,7 +13,7 @@ import pytest
 
 from audit.compliance import TEST05, read_verdict_file
 from audit.submission import REHEARSAL_GRADE
-from conftest import CachingBackend, InconsistentBackend, submit
+from tests.audit.conftest import CachingBackend, InconsistentBackend, submit
 from harness.errors import OutputError
 from harness.loadgen_log import parse_detail
 
