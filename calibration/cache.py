@@ -38,7 +38,8 @@ from harness.errors import OutputError
 log = logging.getLogger(__name__)
 
 # Bump when the file's layout or the meaning of a value changes: older files then rebuild.
-FORMAT_VERSION = 1
+# 2: Conv outputs are calibrated too (the Q/DQ graph quantizes them).
+FORMAT_VERSION = 2
 _FILE_MODE = 0o644
 
 

@@ -65,6 +65,9 @@ class QuantizedLayer:
     activation: str
     weight: str
     weight_axis: int
+    # Conv output, also quantized: ONNX Runtime runs a Conv as an integer kernel
+    # (QLinearConv) only in the pattern DQ -> Conv -> Q. None for Gemm (the logits).
+    output: str | None = None
 
 
 def quantized_layers(model: Any) -> list[QuantizedLayer]:
@@ -91,6 +94,7 @@ def quantized_layers(model: Any) -> list[QuantizedLayer]:
                 activation=node.input[0],
                 weight=node.input[1],
                 weight_axis=_output_channel_axis(node),
+                output=node.output[0] if node.op_type == "Conv" else None,
             )
         )
     return layers
@@ -125,7 +129,8 @@ def collect_statistics(
     if not layers:
         raise BackendError(f"calibration: {onnx_path} has no Conv or Gemm node to calibrate")
     input_name = _data_input(model, onnx_path)
-    tensors = list(dict.fromkeys(layer.activation for layer in layers))  # unique, in order
+    named = [t for layer in layers for t in (layer.activation, layer.output) if t is not None]
+    tensors = list(dict.fromkeys(named))  # unique, in order
     if input_name not in tensors:
         tensors.insert(0, input_name)
     weights = _weight_scales(model, layers)

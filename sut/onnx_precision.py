@@ -4,9 +4,12 @@ TensorRT 10/11 strongly typed networks take their precision from the graph itsel
 from builder flags, so the precision has to be written into the ONNX file:
 
 * `make_qdq_int8`: QuantizeLinear -> DequantizeLinear on the data input of every Conv and
-  Gemm (per-tensor, symmetric int8) and int8 weight initializers followed by a per-channel
-  DequantizeLinear. ONNX Runtime runs the same file (CPU and CUDA fuse Q/DQ into int8
-  kernels), so one artefact serves both runtimes and the accuracy gate.
+  Gemm and on every Conv output (per-tensor, symmetric int8), and int8 weight
+  initializers followed by a per-channel DequantizeLinear. TensorRT needs the inputs;
+  ONNX Runtime turns a Conv into an integer kernel (QLinearConv) only in the pattern
+  DQ -> Conv -> Q, so the outputs are quantized too (with inputs alone it ran fp32
+  convolutions plus conversions, slower than fp32). One artefact serves both runtimes and
+  the accuracy gate.
 * `make_fp16`: every float32 initializer and tensor type becomes float16; the graph's
   input and output can stay float32 behind Cast nodes.
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 PRECISION_KEY = "deepgap.precision"
 QUANTIZATION_KEY = "deepgap.quantization"
 IO_DTYPE_KEY = "deepgap.io_dtype"
-QDQ_SCHEME = "qdq symmetric per-tensor activations, per-channel weights"
+QDQ_SCHEME = "qdq symmetric per-tensor activations (Conv/Gemm inputs, Conv outputs), per-channel weights"
 
 # Symmetric int8: [-127, 127] keeps the range symmetric about the zero point 0 (TensorRT
 # requires zero points of 0 and never produces -128).
@@ -68,6 +71,7 @@ class QuantizationTargets:
 
     activations: tuple[str, ...]  # data input of every Conv/Gemm, each name once
     weights: dict[str, int]  # weight initializer name -> per-channel (output channel) axis
+    outputs: tuple[str, ...] = ()  # every Conv's output (ONNX Runtime fuses DQ -> Conv -> Q)
 
 
 # -- public API ----------------------------------------------------------------------------
@@ -106,25 +110,32 @@ def make_qdq_int8(
     # tensor -> (Q, DQ) nodes, and the DQ output its Conv/Gemm consumers read instead.
     activation_nodes: dict[str, list[onnx.NodeProto]] = {}
     replacement: dict[str, str] = {}
-    for tensor in targets.activations:
-        scale = _activation_scale(tensor, activation_amax)
+
+    def qdq_pair(tensor: str, source: str, target: str) -> list[onnx.NodeProto]:
+        """Q/DQ of `source` into `target`, with `tensor`'s calibrated scale."""
         scale_name = names.fresh(f"{tensor}_scale")
         zero_name = names.fresh(f"{tensor}_zero_point")
         quantized = names.fresh(f"{tensor}_quantized")
-        dequantized = names.fresh(f"{tensor}_dequantized")
-        new_initializers.append(numpy_helper.from_array(np.array(scale, np.float32), scale_name))
+        new_initializers.append(numpy_helper.from_array(
+            np.array(_activation_scale(tensor, activation_amax), np.float32), scale_name))
         new_initializers.append(numpy_helper.from_array(np.array(0, np.int8), zero_name))
-        activation_nodes[tensor] = [
-            helper.make_node(
-                "QuantizeLinear", [tensor, scale_name, zero_name], [quantized],
-                name=names.fresh(f"{tensor}_QuantizeLinear"),
-            ),
-            helper.make_node(
-                "DequantizeLinear", [quantized, scale_name, zero_name], [dequantized],
-                name=names.fresh(f"{tensor}_DequantizeLinear"),
-            ),
+        return [
+            helper.make_node("QuantizeLinear", [source, scale_name, zero_name], [quantized],
+                             name=names.fresh(f"{tensor}_QuantizeLinear")),
+            helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [target],
+                             name=names.fresh(f"{tensor}_DequantizeLinear")),
         ]
+
+    for tensor in targets.activations:
+        dequantized = names.fresh(f"{tensor}_dequantized")
+        activation_nodes[tensor] = qdq_pair(tensor, tensor, dequantized)
         replacement[tensor] = dequantized
+    # A Conv output keeps its name for its consumers: the Conv writes a fresh tensor that
+    # the pair quantizes back into the original name.
+    output_nodes: dict[str, tuple[str, list[onnx.NodeProto]]] = {}
+    for tensor in targets.outputs:
+        raw = names.fresh(f"{tensor}_float")
+        output_nodes[tensor] = (raw, qdq_pair(tensor, raw, tensor))
 
     weight_nodes: dict[str, onnx.NodeProto] = {}
     bytes_before = bytes_after = 0
@@ -149,16 +160,16 @@ def make_qdq_int8(
         bytes_before += values.nbytes
         bytes_after += quantized.nbytes + scales.nbytes + scales.size
 
-    _rebuild_nodes(graph, activation_nodes, weight_nodes, replacement)
+    _rebuild_nodes(graph, activation_nodes, weight_nodes, replacement, output_nodes)
     dropped = _drop_unused_initializers(graph, set(targets.weights))
     graph.initializer.extend(new_initializers)
     _set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEME})
     _check(model, out_path)
     _save_atomic(model, out_path)
     log.info(
-        "int8 Q/DQ graph: %d activation Q/DQ pairs, %d int8 weights (%.1f MB -> %.1f MB, "
-        "%d fp32 weights dropped): %s",
-        len(activation_nodes), len(weight_nodes), bytes_before / 1e6, bytes_after / 1e6,
+        "int8 Q/DQ graph: %d activation and %d Conv-output Q/DQ pairs, %d int8 weights "
+        "(%.1f MB -> %.1f MB, %d fp32 weights dropped): %s",
+        len(activation_nodes), len(output_nodes), len(weight_nodes), bytes_before / 1e6, bytes_after / 1e6,
         dropped, out_path,
     )
     return out_path
@@ -267,6 +278,7 @@ def count_ops(model_path: Path) -> dict[str, int]:
 def _targets(graph: onnx.GraphProto, path: Path) -> QuantizationTargets:
     initializers = {init.name for init in graph.initializer}
     activations: dict[str, None] = {}  # an ordered set
+    outputs: dict[str, None] = {}
     weights: dict[str, int] = {}
     for node in graph.node:
         if node.op_type not in _QUANTIZED_OPS or node.domain not in ("", "ai.onnx"):
@@ -277,6 +289,8 @@ def _targets(graph: onnx.GraphProto, path: Path) -> QuantizationTargets:
                 f"{path.name}: {node.op_type} {label} has no weight initializer to quantize"
             )
         activations[node.input[0]] = None
+        if node.op_type == "Conv":
+            outputs[node.output[0]] = None
         axis = _weight_axis(node)
         weight = node.input[1]
         if weights.setdefault(weight, axis) != axis:
@@ -286,7 +300,8 @@ def _targets(graph: onnx.GraphProto, path: Path) -> QuantizationTargets:
             )
     if not weights:
         raise BackendError(f"{path.name}: no Conv or Gemm nodes to quantize")
-    return QuantizationTargets(tuple(activations), weights)
+    # A Conv output that is also a Conv/Gemm input gets its pair once, as an input.
+    return QuantizationTargets(tuple(activations), weights, tuple(t for t in outputs if t not in activations))
 
 
 def _weight_axis(node: onnx.NodeProto) -> int:
@@ -356,10 +371,13 @@ def _rebuild_nodes(
     activation_nodes: dict[str, list[onnx.NodeProto]],
     weight_nodes: dict[str, onnx.NodeProto],
     replacement: dict[str, str],
+    output_nodes: dict[str, tuple[str, list[onnx.NodeProto]]] | None = None,
 ) -> None:
     """Rewire every Conv/Gemm to the dequantized tensors and insert the Q/DQ nodes in
     topological order: an activation's pair right after its producer (first, for graph
-    inputs), a weight's DQ right before its first consumer."""
+    inputs), a weight's DQ right before its first consumer, a Conv output's pair right
+    after the Conv (which then writes the pair's float input)."""
+    output_nodes = output_nodes or {}
     pending_activations = dict(activation_nodes)
     pending_weights = dict(weight_nodes)
     produced = {out for node in graph.node for out in node.output}
@@ -377,7 +395,12 @@ def _rebuild_nodes(
             # (a residual Add) keep the float original.
             node.input[0] = replacement[data]
             node.input[1] = replacement[weight]
+        quantized_output = output_nodes.get(node.output[0]) if node.op_type == "Conv" else None
+        if quantized_output is not None:
+            node.output[0] = quantized_output[0]
         nodes.append(node)
+        if quantized_output is not None:
+            nodes += quantized_output[1]
         for out in node.output:
             if out in pending_activations:
                 nodes += pending_activations.pop(out)

@@ -84,7 +84,7 @@ def test_build_then_reuse(path: Path) -> None:
 def test_file_is_readable_json_with_a_header(path: Path) -> None:
     load_or_build(KEY, Builder(), path, info={"subset": "500 synthetic images"})
     text = path.read_text()
-    assert text.startswith('{\n  "header": {\n    "format_version": 1,')
+    assert text.startswith(f'{{\n  "header": {{\n    "format_version": {FORMAT_VERSION},')
     data = json.loads(text)
     header = data["header"]
     assert header["key"] == KEY
@@ -132,7 +132,7 @@ def test_several_changes_are_all_named(path: Path, caplog: pytest.LogCaptureFixt
     assert "(algorithm: max -> percentile; percentile: null -> 99.99)" in caplog.text
 
 
-@pytest.mark.parametrize("content", ["{not json", "", '{"header": {"format_version": 1}}', "[]"])
+@pytest.mark.parametrize("content", ["{not json", "", f'{{"header": {{"format_version": {FORMAT_VERSION}}}}}', "[]"])
 def test_corrupt_file_is_rebuilt_with_a_warning(
     path: Path, caplog: pytest.LogCaptureFixture, content: str
 ) -> None:

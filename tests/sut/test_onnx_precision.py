@@ -59,11 +59,12 @@ def _output_channel_axis(node: Any) -> int:
 def _max_calibration(
     model_path: Path, images: np.ndarray
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Activation amax per Conv/Gemm data input, per-channel weight scales per weight."""
+    """Activation amax per Conv/Gemm data input and Conv output, per-channel weight scales
+    per weight."""
     model = onnx.load(str(model_path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     nodes = _conv_gemm(model)
-    tensors = list(dict.fromkeys(n.input[0] for n in nodes))
+    tensors = list(dict.fromkeys([n.input[0] for n in nodes] + [n.output[0] for n in nodes if n.op_type == "Conv"]))
     inferred = shape_inference.infer_shapes(model)
     infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
     existing = {o.name for o in model.graph.output}
@@ -167,9 +168,20 @@ def test_one_qdq_pair_per_distinct_activation(fp32_path: Path, int8_path: Path) 
 
     model = onnx.load(str(int8_path))
     producers = _producers(model)
+    targets = quantization_targets(fp32_path)
+    assert set(targets.activations) == expected
+    # Every Conv output is quantized right after its Conv, under the name its consumers
+    # already read (ONNX Runtime fuses DQ -> Conv -> Q into an integer kernel).
+    conv_outputs = {n.output[0] for n in fp32.graph.node if n.op_type == "Conv"} - expected
+    assert set(targets.outputs) == conv_outputs
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert sorted(n.input[0] for n in quantize) == sorted(expected)
-    assert set(quantization_targets(fp32_path).activations) == expected
+    assert len(quantize) == len(expected) + len(conv_outputs)
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            q = [c for c in model.graph.node if node.output[0] in c.input]
+            assert [c.op_type for c in q] == ["QuantizeLinear"], node.name
+            dq = next(c for c in model.graph.node if c.op_type == "DequantizeLinear" and q[0].output[0] in c.input)
+            assert dq.output[0] in conv_outputs
 
     dq_of: dict[str, str] = {}
     for node in _conv_gemm(model):
@@ -441,3 +453,14 @@ def test_fp16_refuses_unknown_ops(tmp_path: Path) -> None:
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         make_fp16(tmp_path / "absent.onnx", tmp_path / "out.onnx")
+
+
+def test_onnx_runtime_runs_the_convolutions_as_integer_kernels(int8_path: Path, tmp_path: Path) -> None:
+    """With Q/DQ on Conv inputs only, ONNX Runtime ran fp32 convolutions plus conversions,
+    slower than fp32 (BENCHMARKS.md); with Conv outputs quantized too it fuses QLinearConv."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert ops["QLinearConv"] >= 14, ops
