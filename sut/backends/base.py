@@ -69,6 +69,18 @@ class DonePending:
         pass
 
 
+def staged_rows(rows: np.ndarray, staged: int) -> np.ndarray:
+    """`rows` as int64, each a row of the `staged`-row staging buffer. A row outside it
+    (-1 for an unstaged sample) would make a CUDA graph's gather read out of bounds, an
+    illegal address that kills the CUDA context; it fails the batch instead."""
+    from harness.errors import BackendError
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= staged):
+        raise BackendError(f"batch rows {rows.min()}..{rows.max()} outside the {staged} staged samples")
+    return rows
+
+
 class Backend(abc.ABC):
     """One inference runtime. Subclasses are registered by name in `sut.backends`."""
 

@@ -67,7 +67,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.errors import BackendError, DeepgapError, DeviceError
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows
 from sut.backends.torch_backend import batch_buckets
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from sut.trt_plan import (
@@ -716,6 +716,7 @@ class TensorRTBackend(Backend):
             raise BackendError(f"batch of {count} exceeds max batch {self.options.max_batch}")
         if not self._slots:
             raise BackendError("tensorrt backend has no staging buffer (allocate_staging)")
+        rows = staged_rows(rows, self._staged.shape[0])
         slot = self._free_slots.get()
         try:
             self._launch(slot, rows, count)

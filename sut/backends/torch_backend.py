@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BackendError, DeviceError
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows
 from sut.models import build_model, weights_description
 
 log = logging.getLogger(__name__)
@@ -226,11 +226,7 @@ class TorchBackend(Backend):
     def run_batch(self, rows: np.ndarray):
         if self._staged is None:
             raise BackendError("torch backend: no staged samples (not loaded, or closed)")
-        rows = np.asarray(rows, dtype=np.int64)
-        # A row outside the staged set would make the graph's gather read out of bounds
-        # (an illegal address that kills the CUDA context); fail this batch cleanly instead.
-        if len(rows) and (rows.min() < 0 or rows.max() >= self._staged.shape[0]):
-            raise BackendError(f"batch rows {rows.min()}..{rows.max()} outside the {self._staged.shape[0]} staged samples")
+        rows = staged_rows(rows, self._staged.shape[0])
         if not self._cuda:
             rows_t = self._torch.from_numpy(np.asarray(rows, dtype=np.int64))
             nhwc = self._torch.index_select(self._staged, 0, rows_t)

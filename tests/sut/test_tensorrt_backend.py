@@ -687,6 +687,9 @@ def test_fake_engine_execution_path(fake_trt, tmp_path, torch_reference, staging
     else:
         assert info["cuda_graphs"].startswith("off") and len(state.contexts) == 2
     check_mixed_batches(trt_backend, reference)
+    with pytest.raises(BackendError, match=f"outside the {COUNT} staged samples"):
+        trt_backend.run_batch(np.array([0, -1]))  # an unstaged sample: never into the graph
+    assert answers(trt_backend, [1, 2]).shape == (2,)
     seconds = trt_backend.time_tight_loop(8, 5)
     assert seconds > 0
     assert trt_backend.time_tight_loop(3, 2) > 0  # not a bucket: the free-shape context

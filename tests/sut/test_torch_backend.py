@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.errors import BackendError, DeviceError
-from sut.backends.base import BackendOptions, ModelSpec
+from sut.backends.base import BackendOptions, ModelSpec, staged_rows
 from sut.backends.torch_backend import TorchBackend, batch_buckets
 from sut.data import SyntheticDataset
 
@@ -65,6 +65,14 @@ def test_rows_outside_the_staged_set_fail_the_batch_not_the_device(device, bad):
     with pytest.raises(BackendError, match="outside the 48 staged samples"):
         backend.run_batch(np.array([0, bad, 3]))
     assert answers(backend, np.array([1, 2])).shape == (2,)  # the backend still works
+
+
+def test_staged_rows_accepts_rows_inside_the_buffer_only():
+    assert staged_rows(np.array([0, 47]), 48).dtype == np.int64
+    assert staged_rows(np.array([], dtype=np.int64), 0).size == 0
+    for bad in ([-1], [48]):
+        with pytest.raises(BackendError, match="outside the 48 staged samples"):
+            staged_rows(np.array(bad), 48)
 
 
 def test_reduced_precision_on_cpu_is_a_clear_error():
