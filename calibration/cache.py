@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the file's layout or the meaning of a value changes: older files then rebuild.
 # 2: Conv outputs are calibrated too (the Q/DQ graph quantizes them).
-FORMAT_VERSION = 2
+# 3: a Conv followed by a Relu is calibrated after the Relu (where the graph quantizes it).
+FORMAT_VERSION = 3
 _FILE_MODE = 0o644
 
 

@@ -1,9 +1,10 @@
 """Activation and weight statistics of the FP32 ONNX graph, collected with ONNX Runtime.
 
-The tensors INT8 quantises are the inputs of the convolution and fully connected layers:
-the data input (input 0) of every Conv and Gemm node gets an activation range, and each
-one's weight initializer gets per-output-channel scales. The data inputs are exposed as
-extra graph outputs on a copy of the model, so one session run returns them all.
+The tensors calibrated are exactly those the INT8 graph quantizes
+(`sut.onnx_precision.targets_of`): the data input of every Conv and Gemm and each Conv's
+result (after its Relu where one follows) get an activation range, and each weight
+initializer gets per-output-channel scales. The tensors are exposed as extra graph
+outputs on a copy of the model, so one session run returns them all.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from calibration.algorithms import (
 )
 from calibration.subset import CalibrationSubset
 from harness.errors import BackendError, ConfigError
+from sut.onnx_precision import targets_of
 
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("max", "percentile", "entropy")
-QUANTIZED_OPS = ("Conv", "Gemm")
 DEFAULT_BATCH_SIZE = 16  # bounds memory: every calibrated activation of a batch is held at once
 _PROGRESS_STEPS = 4
 
@@ -54,50 +55,6 @@ class CalibrationStats:
     weights: dict[str, WeightScales]
     samples: int
     seconds: float
-
-
-@dataclass(frozen=True)
-class QuantizedLayer:
-    """One Conv or Gemm node: its data input and its weight initializer."""
-
-    node: str
-    op_type: str
-    activation: str
-    weight: str
-    weight_axis: int
-    # Conv output, also quantized: ONNX Runtime runs a Conv as an integer kernel
-    # (QLinearConv) only in the pattern DQ -> Conv -> Q. None for Gemm (the logits).
-    output: str | None = None
-
-
-def quantized_layers(model: Any) -> list[QuantizedLayer]:
-    """Every Conv and Gemm of `model` (an onnx.ModelProto), in graph order.
-
-    Raises BackendError when a weight is not an initializer: its values would then only
-    exist at run time, and per-channel weight scales could not be computed here.
-    """
-    initializers = {init.name for init in model.graph.initializer}
-    layers = []
-    for index, node in enumerate(model.graph.node):
-        if node.op_type not in QUANTIZED_OPS:
-            continue
-        name = node.name or f"{node.op_type}_{index}"
-        if len(node.input) < 2 or node.input[1] not in initializers:
-            raise BackendError(
-                f"calibration: {node.op_type} node {name} has no weight initializer "
-                "(expected a constant-folded FP32 export)"
-            )
-        layers.append(
-            QuantizedLayer(
-                node=name,
-                op_type=node.op_type,
-                activation=node.input[0],
-                weight=node.input[1],
-                weight_axis=_output_channel_axis(node),
-                output=node.output[0] if node.op_type == "Conv" else None,
-            )
-        )
-    return layers
 
 
 def collect_statistics(
@@ -125,15 +82,12 @@ def collect_statistics(
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ... for unreadable files
         raise BackendError(f"calibration: cannot load {onnx_path}: {_one_line(exc)}") from exc
-    layers = quantized_layers(model)
-    if not layers:
-        raise BackendError(f"calibration: {onnx_path} has no Conv or Gemm node to calibrate")
+    targets = targets_of(model.graph, f"calibration: {Path(onnx_path).name}")
     input_name = _data_input(model, onnx_path)
-    named = [t for layer in layers for t in (layer.activation, layer.output) if t is not None]
-    tensors = list(dict.fromkeys(named))  # unique, in order
+    tensors = list(targets.tensors)
     if input_name not in tensors:
         tensors.insert(0, input_name)
-    weights = _weight_scales(model, layers)
+    weights = _weight_scales(model, targets.weights)
     run = _session_runner(model, tensors, input_name, threads)
     del model  # the session holds its own copy; the proto can be large
 
@@ -198,28 +152,14 @@ def _data_input(model: Any, onnx_path: Path | str) -> str:
     return inputs[0]
 
 
-def _output_channel_axis(node: Any) -> int:
-    if node.op_type == "Conv":
-        return 0  # (out_channels, in_channels / group, *kernel)
-    # Gemm computes A @ B' with B' = B.T when transB=1: B is (N, K) and its output channels
-    # are axis 0 (torch's Linear exports this way); otherwise B is (K, N), axis 1.
-    trans_b = next((attr.i for attr in node.attribute if attr.name == "transB"), 0)
-    return 0 if trans_b else 1
-
-
-def _weight_scales(model: Any, layers: list[QuantizedLayer]) -> dict[str, WeightScales]:
+def _weight_scales(model: Any, axes: dict[str, int]) -> dict[str, WeightScales]:
     from onnx import numpy_helper
 
     by_name = {init.name: init for init in model.graph.initializer}
-    scales: dict[str, WeightScales] = {}
-    for layer in layers:
-        if layer.weight in scales:
-            continue
-        values = numpy_helper.to_array(by_name[layer.weight])
-        scales[layer.weight] = WeightScales(
-            axis=layer.weight_axis, scales=weight_scales_per_channel(values, layer.weight_axis)
-        )
-    return scales
+    return {
+        name: WeightScales(axis=axis, scales=weight_scales_per_channel(numpy_helper.to_array(by_name[name]), axis))
+        for name, axis in axes.items()
+    }
 
 
 def _session_runner(

@@ -3,13 +3,22 @@
 TensorRT 10/11 strongly typed networks take their precision from the graph itself, not
 from builder flags, so the precision has to be written into the ONNX file:
 
-* `make_qdq_int8`: QuantizeLinear -> DequantizeLinear on the data input of every Conv and
-  Gemm and on every Conv output (per-tensor, symmetric int8), and int8 weight
-  initializers followed by a per-channel DequantizeLinear. TensorRT needs the inputs;
-  ONNX Runtime turns a Conv into an integer kernel (QLinearConv) only in the pattern
-  DQ -> Conv -> Q, so the outputs are quantized too (with inputs alone it ran fp32
-  convolutions plus conversions, slower than fp32). One artefact serves both runtimes and
-  the accuracy gate.
+* `make_qdq_int8`: QuantizeLinear -> DequantizeLinear (per tensor) on the data input of
+  every Conv and Gemm and after every Conv (after its Relu where one follows), int8
+  weight initializers with a per-channel DequantizeLinear, and every reader of a
+  quantized tensor (a residual Add, a pooling) reads the dequantized copy. Both runtimes
+  get the same placement and the same calibrated ranges; they differ only in how a
+  non-negative (post-Relu) tensor is encoded, because their integer kernels differ:
+  - `SIGNED` (TensorRT, which only accepts int8 with zero point 0): every activation is
+    int8, scale amax / 127.
+  - `UNSIGNED` (ONNX Runtime): every activation is uint8. A tensor a Relu produces has
+    zero point 0 and scale amax / 255 (one more bit for the same range); any other has
+    zero point 128 and scale amax / 127, the int8 grid shifted by 128. ONNX Runtime then
+    folds each Relu into its QuantizeLinear and fuses DQ -> Conv -> Q into QLinearConv
+    (its u8s8 fast path on x86) and DQ -> Add -> Q into QLinearAdd. With int8 it cannot
+    drop a Relu (the zero point is not the type's minimum), and it has no kernel for an
+    int8 input with a uint8 output, so convolutions stay fp32 between conversions:
+    slower than fp32 on the CPU (BENCHMARKS.md).
 * `make_fp16`: every float32 initializer and tensor type becomes float16; the graph's
   input and output can stay float32 behind Cast nodes.
 
@@ -41,11 +50,18 @@ log = logging.getLogger(__name__)
 PRECISION_KEY = "deepgap.precision"
 QUANTIZATION_KEY = "deepgap.quantization"
 IO_DTYPE_KEY = "deepgap.io_dtype"
-QDQ_SCHEME = "qdq symmetric per-tensor activations (Conv/Gemm inputs, Conv outputs), per-channel weights"
+ENCODING_KEY = "deepgap.int8_encoding"
+QDQ_SCHEME = "qdq per-tensor activations (Conv/Gemm inputs, Conv outputs after their Relu), per-channel int8 weights"
+
+SIGNED = "int8"  # every activation int8, zero point 0: TensorRT's only form
+UNSIGNED = "uint8"  # every activation uint8, Relu outputs from zero: ONNX Runtime's fast path
+INT8_ENCODINGS = (SIGNED, UNSIGNED)
 
 # Symmetric int8: [-127, 127] keeps the range symmetric about the zero point 0 (TensorRT
 # requires zero points of 0 and never produces -128).
 INT8_MAX = 127
+UINT8_MAX = 255
+UINT8_MIDPOINT = 128  # zero point that gives uint8 the int8 grid, for tensors with a sign
 # Per-channel DequantizeLinear (the `axis` attribute) exists from opset 13.
 MIN_QDQ_OPSET = 13
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
@@ -71,7 +87,14 @@ class QuantizationTargets:
 
     activations: tuple[str, ...]  # data input of every Conv/Gemm, each name once
     weights: dict[str, int]  # weight initializer name -> per-channel (output channel) axis
-    outputs: tuple[str, ...] = ()  # every Conv's output (ONNX Runtime fuses DQ -> Conv -> Q)
+    # Each Conv's result: the output of the Relu that alone reads it, else its own output;
+    # those already in `activations` are not repeated.
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """Every tensor that needs an activation range, each once, in graph order."""
+        return self.activations + self.outputs
 
 
 # -- public API ----------------------------------------------------------------------------
@@ -80,7 +103,7 @@ class QuantizationTargets:
 def quantization_targets(model_path: Path) -> QuantizationTargets:
     """The tensors that need an activation amax and the weights that need scales."""
     model = _load(model_path)
-    return _targets(model.graph, model_path)
+    return targets_of(model.graph, Path(model_path).name)
 
 
 def make_qdq_int8(
@@ -88,37 +111,46 @@ def make_qdq_int8(
     activation_amax: Mapping[str, float],
     weight_scales: Mapping[str, np.ndarray],
     out_path: Path,
+    encoding: str = SIGNED,
 ) -> Path:
     """Write the explicit-quantization INT8 graph of an fp32 ONNX model to `out_path`.
 
     `activation_amax` maps a tensor name to the largest magnitude it takes on calibration
-    data (scale = amax / 127). `weight_scales` maps a Conv/Gemm weight initializer name to
-    its per-output-channel scales (max |w| per channel / 127 for plain max calibration).
-    Extra entries are ignored. Raises ConfigError for missing or unusable scales and
-    BackendError for graphs this module cannot quantize.
+    data (scale = amax / 127, or amax / 255 for a uint8 Relu output). `weight_scales` maps
+    a Conv/Gemm weight initializer name to its per-output-channel scales (max |w| per
+    channel / 127 for plain max calibration). `encoding` is SIGNED or UNSIGNED (see
+    the module docstring). Extra entries are ignored. Raises ConfigError for missing or
+    unusable scales or an unknown encoding, and BackendError for graphs this module cannot
+    quantize.
     """
+    if encoding not in INT8_ENCODINGS:
+        raise ConfigError(f"unknown int8 encoding {encoding!r}; choose from {', '.join(INT8_ENCODINGS)}")
     fp32_model_path, out_path = Path(fp32_model_path), Path(out_path)
     model = _load(fp32_model_path)
     _require_fp32(model, fp32_model_path)
     _ensure_opset(model, MIN_QDQ_OPSET, fp32_model_path)
     graph = model.graph
-    targets = _targets(graph, fp32_model_path)
+    targets = targets_of(graph, fp32_model_path.name)
     initializers = {init.name: init for init in graph.initializer}
+    relu_outputs = {out for node in graph.node if node.op_type == "Relu" for out in node.output}
+    graph_inputs = {info.name for info in graph.input} - set(initializers)
     names = _Names(model)
-
     new_initializers: list[TensorProto] = []
-    # tensor -> (Q, DQ) nodes, and the DQ output its Conv/Gemm consumers read instead.
-    activation_nodes: dict[str, list[onnx.NodeProto]] = {}
-    replacement: dict[str, str] = {}
 
     def qdq_pair(tensor: str, source: str, target: str) -> list[onnx.NodeProto]:
-        """Q/DQ of `source` into `target`, with `tensor`'s calibrated scale."""
+        """Q/DQ of `source` into `target`, with `tensor`'s calibrated range."""
         scale_name = names.fresh(f"{tensor}_scale")
         zero_name = names.fresh(f"{tensor}_zero_point")
         quantized = names.fresh(f"{tensor}_quantized")
-        new_initializers.append(numpy_helper.from_array(
-            np.array(_activation_scale(tensor, activation_amax), np.float32), scale_name))
-        new_initializers.append(numpy_helper.from_array(np.array(0, np.int8), zero_name))
+        amax = _activation_amax(tensor, activation_amax)
+        if encoding == SIGNED:
+            scale, zero = amax / INT8_MAX, np.array(0, np.int8)
+        elif tensor in relu_outputs:
+            scale, zero = amax / UINT8_MAX, np.array(0, np.uint8)
+        else:
+            scale, zero = amax / INT8_MAX, np.array(UINT8_MIDPOINT, np.uint8)
+        new_initializers.append(numpy_helper.from_array(np.array(scale, np.float32), scale_name))
+        new_initializers.append(numpy_helper.from_array(zero, zero_name))
         return [
             helper.make_node("QuantizeLinear", [source, scale_name, zero_name], [quantized],
                              name=names.fresh(f"{tensor}_QuantizeLinear")),
@@ -126,18 +158,22 @@ def make_qdq_int8(
                              name=names.fresh(f"{tensor}_DequantizeLinear")),
         ]
 
-    for tensor in targets.activations:
-        dequantized = names.fresh(f"{tensor}_dequantized")
-        activation_nodes[tensor] = qdq_pair(tensor, tensor, dequantized)
-        replacement[tensor] = dequantized
-    # A Conv output keeps its name for its consumers: the Conv writes a fresh tensor that
-    # the pair quantizes back into the original name.
-    output_nodes: dict[str, tuple[str, list[onnx.NodeProto]]] = {}
-    for tensor in targets.outputs:
-        raw = names.fresh(f"{tensor}_float")
-        output_nodes[tensor] = (raw, qdq_pair(tensor, raw, tensor))
+    # Every reader of a quantized tensor reads the dequantized value: a produced tensor's
+    # producer writes a fresh name that the pair quantizes back into the original one; a
+    # graph input's readers are renamed to its dequantized copy.
+    input_pairs: list[onnx.NodeProto] = []
+    renamed_inputs: dict[str, str] = {}
+    output_pairs: dict[str, tuple[str, list[onnx.NodeProto]]] = {}
+    for tensor in targets.tensors:
+        if tensor in graph_inputs:
+            renamed_inputs[tensor] = names.fresh(f"{tensor}_dequantized")
+            input_pairs += qdq_pair(tensor, tensor, renamed_inputs[tensor])
+        else:
+            raw = names.fresh(f"{tensor}_float")
+            output_pairs[tensor] = (raw, qdq_pair(tensor, raw, tensor))
 
     weight_nodes: dict[str, onnx.NodeProto] = {}
+    replacement: dict[str, str] = {}
     bytes_before = bytes_after = 0
     for weight, axis in targets.weights.items():
         values = numpy_helper.to_array(initializers[weight]).astype(np.float32, copy=False)
@@ -160,16 +196,16 @@ def make_qdq_int8(
         bytes_before += values.nbytes
         bytes_after += quantized.nbytes + scales.nbytes + scales.size
 
-    _rebuild_nodes(graph, activation_nodes, weight_nodes, replacement, output_nodes)
+    _rebuild_nodes(graph, input_pairs, renamed_inputs, output_pairs, weight_nodes, replacement)
     dropped = _drop_unused_initializers(graph, set(targets.weights))
     graph.initializer.extend(new_initializers)
-    _set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEME})
+    _set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEME, ENCODING_KEY: encoding})
     _check(model, out_path)
     _save_atomic(model, out_path)
     log.info(
-        "int8 Q/DQ graph: %d activation and %d Conv-output Q/DQ pairs, %d int8 weights "
+        "int8 Q/DQ graph (%s): %d activation Q/DQ pairs, %d int8 weights "
         "(%.1f MB -> %.1f MB, %d fp32 weights dropped): %s",
-        len(activation_nodes), len(output_nodes), len(weight_nodes), bytes_before / 1e6, bytes_after / 1e6,
+        encoding, len(targets.tensors), len(weight_nodes), bytes_before / 1e6, bytes_after / 1e6,
         dropped, out_path,
     )
     return out_path
@@ -275,33 +311,46 @@ def count_ops(model_path: Path) -> dict[str, int]:
 # -- int8 internals ------------------------------------------------------------------------
 
 
-def _targets(graph: onnx.GraphProto, path: Path) -> QuantizationTargets:
+def targets_of(graph: onnx.GraphProto, label: str) -> QuantizationTargets:
+    """What an fp32 graph's INT8 version quantizes; `label` names the graph in errors."""
     initializers = {init.name for init in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     activations: dict[str, None] = {}  # an ordered set
     outputs: dict[str, None] = {}
     weights: dict[str, int] = {}
     for node in graph.node:
         if node.op_type not in _QUANTIZED_OPS or node.domain not in ("", "ai.onnx"):
             continue
-        label = node.name or node.output[0]
+        node_label = node.name or node.output[0]
         if len(node.input) < 2 or node.input[1] not in initializers:
             raise BackendError(
-                f"{path.name}: {node.op_type} {label} has no weight initializer to quantize"
+                f"{label}: {node.op_type} {node_label} has no weight initializer to quantize"
             )
         activations[node.input[0]] = None
         if node.op_type == "Conv":
-            outputs[node.output[0]] = None
+            outputs[_conv_result(node, readers)] = None
         axis = _weight_axis(node)
         weight = node.input[1]
         if weights.setdefault(weight, axis) != axis:
             raise BackendError(
-                f"{path.name}: weight {weight} is shared by nodes that need different "
+                f"{label}: weight {weight} is shared by nodes that need different "
                 "quantization axes"
             )
     if not weights:
-        raise BackendError(f"{path.name}: no Conv or Gemm nodes to quantize")
-    # A Conv output that is also a Conv/Gemm input gets its pair once, as an input.
+        raise BackendError(f"{label}: no Conv or Gemm nodes to quantize")
     return QuantizationTargets(tuple(activations), weights, tuple(t for t in outputs if t not in activations))
+
+
+def _conv_result(conv: onnx.NodeProto, readers: Mapping[str, list[onnx.NodeProto]]) -> str:
+    """Where a Conv's result is quantized: after the Relu that alone reads it (TensorRT
+    fuses Conv + Relu + Q; ONNX Runtime folds a Relu into a uint8 Q), else at its output."""
+    users = readers.get(conv.output[0], [])
+    if len(users) == 1 and users[0].op_type == "Relu" and users[0].domain in ("", "ai.onnx"):
+        return users[0].output[0]
+    return conv.output[0]
 
 
 def _weight_axis(node: onnx.NodeProto) -> int:
@@ -313,7 +362,7 @@ def _weight_axis(node: onnx.NodeProto) -> int:
     return 0 if attrs.get("transB", 0) else 1
 
 
-def _activation_scale(tensor: str, amax_by_name: Mapping[str, float]) -> float:
+def _activation_amax(tensor: str, amax_by_name: Mapping[str, float]) -> float:
     if tensor not in amax_by_name:
         raise ConfigError(f"no calibration amax for tensor {tensor!r}")
     try:
@@ -324,7 +373,7 @@ def _activation_scale(tensor: str, amax_by_name: Mapping[str, float]) -> float:
         ) from None
     if not math.isfinite(amax) or amax <= 0.0:
         raise ConfigError(f"calibration amax for tensor {tensor!r} must be positive, got {amax}")
-    return amax / INT8_MAX
+    return amax
 
 
 def _weight_scales(
@@ -368,42 +417,34 @@ def _quantize_weight(weight: str, values: np.ndarray, scales: np.ndarray, axis: 
 
 def _rebuild_nodes(
     graph: onnx.GraphProto,
-    activation_nodes: dict[str, list[onnx.NodeProto]],
-    weight_nodes: dict[str, onnx.NodeProto],
-    replacement: dict[str, str],
-    output_nodes: dict[str, tuple[str, list[onnx.NodeProto]]] | None = None,
+    input_pairs: list[onnx.NodeProto],
+    renamed_inputs: Mapping[str, str],
+    output_pairs: Mapping[str, tuple[str, list[onnx.NodeProto]]],
+    weight_nodes: Mapping[str, onnx.NodeProto],
+    replacement: Mapping[str, str],
 ) -> None:
-    """Rewire every Conv/Gemm to the dequantized tensors and insert the Q/DQ nodes in
-    topological order: an activation's pair right after its producer (first, for graph
-    inputs), a weight's DQ right before its first consumer, a Conv output's pair right
-    after the Conv (which then writes the pair's float input)."""
-    output_nodes = output_nodes or {}
-    pending_activations = dict(activation_nodes)
+    """Insert the Q/DQ nodes in topological order: graph inputs' pairs first, a weight's
+    DQ right before its first reader, a produced tensor's pair right after its producer
+    (which then writes the pair's float input)."""
     pending_weights = dict(weight_nodes)
-    produced = {out for node in graph.node for out in node.output}
-    nodes: list[onnx.NodeProto] = []
-    for tensor in list(pending_activations):
-        if tensor not in produced:
-            nodes += pending_activations.pop(tensor)
+    nodes = list(input_pairs)
     for original in graph.node:
         node = _copy_node(original)
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed_inputs.get(name, name)
         if node.op_type in _QUANTIZED_OPS and node.domain in ("", "ai.onnx"):
-            data, weight = node.input[0], node.input[1]
+            weight = node.input[1]
             if weight in pending_weights:
                 nodes.append(pending_weights.pop(weight))
-            # Only Conv/Gemm read the dequantized copy; other consumers of a shared tensor
-            # (a residual Add) keep the float original.
-            node.input[0] = replacement[data]
             node.input[1] = replacement[weight]
-        quantized_output = output_nodes.get(node.output[0]) if node.op_type == "Conv" else None
-        if quantized_output is not None:
-            node.output[0] = quantized_output[0]
+        pairs: list[onnx.NodeProto] = []
+        for i, out in enumerate(node.output):
+            if out in output_pairs:
+                raw, pair = output_pairs[out]
+                node.output[i] = raw
+                pairs += pair
         nodes.append(node)
-        if quantized_output is not None:
-            nodes += quantized_output[1]
-        for out in node.output:
-            if out in pending_activations:
-                nodes += pending_activations.pop(out)
+        nodes += pairs
     graph.ClearField("node")
     graph.node.extend(nodes)
 
@@ -598,9 +639,12 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def precision_graph(precision: str, fp32_path: Path, calibration: Any = None) -> Path:
+def precision_graph(
+    precision: str, fp32_path: Path, calibration: Any = None, int8_encoding: str = SIGNED
+) -> Path:
     """The ONNX graph that carries `precision`, derived from the FP32 export and written
-    beside it: both ONNX Runtime and TensorRT run this file, so they quantize identically.
+    beside it. For int8, both runtimes get the same placement and calibrated ranges;
+    `int8_encoding` picks the runtime's integer type (module docstring).
 
     `calibration` (int8 only) has `.activation_amax`, `.weight_scales` and `.cache_hash`.
     The derived graph is rewritten on every call (a quick rewrite of the FP32 graph), so a
@@ -615,6 +659,6 @@ def precision_graph(precision: str, fp32_path: Path, calibration: Any = None) ->
     if precision == "int8":
         if calibration is None:
             raise BackendError("int8 needs a calibration cache (run with calibration, see python -m calibration)")
-        target = fp32_path.with_name(f"{fp32_path.stem}-int8-{str(calibration.cache_hash)[:16]}.onnx")
-        return make_qdq_int8(fp32_path, calibration.activation_amax, calibration.weight_scales, target)
+        target = fp32_path.with_name(f"{fp32_path.stem}-int8-{int8_encoding}-{str(calibration.cache_hash)[:16]}.onnx")
+        return make_qdq_int8(fp32_path, calibration.activation_amax, calibration.weight_scales, target, int8_encoding)
     raise BackendError(f"no ONNX graph for precision {precision!r}; supported: fp32, fp16, int8")

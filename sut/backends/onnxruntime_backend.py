@@ -2,8 +2,10 @@
 
 Inputs are staged in a host numpy array; ONNX Runtime copies each batch to the device
 itself, so batches run synchronously and `run_batch` returns a finished `DonePending`.
-Only fp32 for now: int8 needs a calibration pass, and fp16/bf16 belong to the torch
-backend.
+It runs fp32 and int8 (the explicit Q/DQ graph from `calibration/` scales); fp16/bf16
+belong to the torch backend. `extra["int8_encoding"]` picks the int8 graph's encoding
+(default uint8, ONNX Runtime's fast path; "int8" is the graph TensorRT builds from, run
+here to check its accuracy where TensorRT is missing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from harness.errors import BackendError
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
 from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
-from sut.onnx_precision import precision_graph
+from sut.onnx_precision import INT8_ENCODINGS, UNSIGNED, precision_graph
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class OnnxRuntimeBackend(Backend):
         # Kept apart from the session so describe() still answers after close().
         self._session_providers: list[str] | None = None
         self._calibration_hash: str | None = None
+        self._int8_encoding: str = str(options.extra.get("int8_encoding", UNSIGNED))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -51,6 +54,10 @@ class OnnxRuntimeBackend(Backend):
         calibration = self.options.extra.get("calibration")
         if self.model.precision == "int8" and calibration is None:
             raise BackendError("onnxruntime int8 needs a calibration cache (the runner calibrates first)")
+        if self._int8_encoding not in INT8_ENCODINGS:
+            raise BackendError(
+                f"onnxruntime int8_encoding {self._int8_encoding!r} is not one of {', '.join(INT8_ENCODINGS)}"
+            )
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -61,9 +68,11 @@ class OnnxRuntimeBackend(Backend):
         self._requested_providers = [p if isinstance(p, str) else p[0] for p in providers]
 
         cache_dir = self.options.extra.get("cache_dir")
-        # int8 runs the explicit Q/DQ graph made from calibration/ scales: the same graph
-        # TensorRT builds from, so both backends quantize identically.
-        self._model_path = precision_graph(self.model.precision, export_onnx(self.model, cache_dir), calibration)
+        # int8 runs the explicit Q/DQ graph made from calibration/ scales, with TensorRT's
+        # placement and ranges, by default in uint8 so ONNX Runtime fuses integer kernels.
+        self._model_path = precision_graph(
+            self.model.precision, export_onnx(self.model, cache_dir), calibration, self._int8_encoding
+        )
         self._calibration_hash = getattr(calibration, "cache_hash", None)
 
         session_options = ort.SessionOptions()
@@ -162,7 +171,8 @@ class OnnxRuntimeBackend(Backend):
             "requested_providers": self._requested_providers,
             "model_path": str(self._model_path) if self._model_path is not None else None,
             "model_format": f"onnx opset {OPSET_VERSION}, {self.model.precision}"
-            + (" (explicit Q/DQ, per-channel weights)" if self.model.precision == "int8" else "")
+            + (f" (explicit Q/DQ, per-channel weights, {self._int8_encoding} activations)"
+               if self.model.precision == "int8" else "")
             + ", dynamic batch",
             "calibration_hash": self._calibration_hash,
             "precision": self.model.precision,

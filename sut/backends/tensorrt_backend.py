@@ -502,13 +502,14 @@ class TensorRTBackend(Backend):
         raise BackendError(INT8_NEEDS_CALIBRATION)
 
     def _graph_for(self, graph_kind: str, fp32_path: Path, calibration: Any) -> Path:
-        """The ONNX file TensorRT parses: the same derived graph ONNX Runtime runs."""
+        """The ONNX file TensorRT parses: for int8, ONNX Runtime's placement and ranges with
+        every activation int8 (TensorRT accepts no other Q/DQ encoding)."""
         if graph_kind == FP32_EXPORT:
             return fp32_path
-        from sut.onnx_precision import precision_graph
+        from sut.onnx_precision import SIGNED, precision_graph
 
         try:
-            return precision_graph(self.model.precision, fp32_path, calibration)
+            return precision_graph(self.model.precision, fp32_path, calibration, SIGNED)
         except DeepgapError:  # the converters' own ConfigError/BackendError say it best
             raise
         except Exception as exc:

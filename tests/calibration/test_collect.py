@@ -10,11 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.algorithms import weight_scales_per_channel
-from calibration.collect import CalibrationStats, collect_statistics, quantized_layers
+from calibration.collect import CalibrationStats, collect_statistics
 from calibration.subset import CalibrationSubset, synthetic_subset
 from harness.errors import BackendError, ConfigError
 from sut.backends.base import ModelSpec
 from sut.onnx_export import INPUT_NAME, export_onnx
+from sut.onnx_precision import targets_of
 
 SPEC = ModelSpec("resnet18", "fp32", image_size=32)
 
@@ -35,16 +36,6 @@ def by_max(onnx_file: Path, subset: CalibrationSubset) -> CalibrationStats:
     return collect_statistics(onnx_file, subset, "max", batch_size=6)
 
 
-def test_quantized_layers_of_resnet18(onnx_file: Path) -> None:
-    layers = quantized_layers(onnx.load(str(onnx_file)))
-    assert [layer.op_type for layer in layers].count("Conv") == 20
-    gemm = [layer for layer in layers if layer.op_type == "Gemm"]
-    assert len(gemm) == 1
-    # torch's Linear exports Gemm with transB=1: the weight is (out, in).
-    assert gemm[0].weight == "fc.weight" and gemm[0].weight_axis == 0
-    assert layers[0].activation == INPUT_NAME
-
-
 def test_every_conv_and_gemm_input_and_weight_is_calibrated(
     onnx_file: Path, by_max: CalibrationStats
 ) -> None:
@@ -59,11 +50,11 @@ def test_every_conv_and_gemm_input_and_weight_is_calibrated(
         assert scales.axis == 0
         assert scales.scales.shape == (weight.shape[0],), node.name
         np.testing.assert_array_equal(scales.scales, weight_scales_per_channel(weight, 0))
-    # Downsample convolutions share their input with a block's first convolution. Conv
-    # outputs are calibrated too: the Q/DQ graph quantizes them for ONNX Runtime.
-    conv_outputs = {node.output[0] for node in nodes if node.op_type == "Conv"}
-    assert set(by_max.activations) == {node.input[0] for node in nodes} | conv_outputs
-    assert all(by_max.activations[t] > 0 for t in conv_outputs)
+    # Exactly the tensors the Q/DQ graph quantizes: Conv/Gemm inputs (downsample
+    # convolutions share a block's input) and each Conv's result, after its Relu if any.
+    targets = targets_of(model.graph, "resnet18")
+    assert set(by_max.activations) == set(targets.tensors)
+    assert len(targets.outputs) == 12 and all(by_max.activations[t] > 0 for t in targets.outputs)
     assert by_max.samples == 16
 
 
@@ -113,14 +104,33 @@ def _gemm_model(trans_b: int, weight_as_input: bool = False) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("trans_b, axis", [(1, 0), (0, 1)])
-def test_gemm_output_channel_axis_follows_trans_b(trans_b: int, axis: int) -> None:
-    (layer,) = quantized_layers(_gemm_model(trans_b))
-    assert (layer.activation, layer.weight, layer.weight_axis) == ("x", "w", axis)
+def test_gemm_output_channel_axis_follows_trans_b(
+    trans_b: int, axis: int, tmp_path: Path, subset: CalibrationSubset
+) -> None:
+    path = tmp_path / "gemm.onnx"
+    onnx.save(_gemm_model(trans_b), str(path))
+    flat = synthetic_subset(count=2, image_size=2)  # 3x2x2 = 12 values; Gemm reads 4
+    stats = collect_statistics(path, _FirstFour(flat), "max")
+    assert stats.weights["w"].axis == axis
+    assert stats.weights["w"].scales.shape == (3,)
 
 
-def test_weight_that_is_not_an_initializer() -> None:
+class _FirstFour:
+    """A subset whose images are flattened to the Gemm's 4 inputs."""
+
+    def __init__(self, subset: CalibrationSubset) -> None:
+        self.subset, self.count, self.description = subset, subset.count, "first four values"
+
+    def batches(self, batch_size: int):
+        for batch in self.subset.batches(batch_size):
+            yield batch.reshape(len(batch), -1)[:, :4]
+
+
+def test_weight_that_is_not_an_initializer(tmp_path: Path, subset: CalibrationSubset) -> None:
+    path = tmp_path / "gemm.onnx"
+    onnx.save(_gemm_model(1, weight_as_input=True), str(path))
     with pytest.raises(BackendError, match="no weight initializer"):
-        quantized_layers(_gemm_model(1, weight_as_input=True))
+        collect_statistics(path, subset, "max")
 
 
 def test_unreadable_onnx_file(tmp_path: Path, subset: CalibrationSubset) -> None:

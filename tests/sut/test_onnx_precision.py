@@ -1,8 +1,8 @@
 """INT8 (Q/DQ) and fp16 ONNX graphs built from the fp32 export of a small ResNet-18 (32 px).
 
 The scales come from a plain max calibration computed here, independently of the
-calibration package: run the fp32 graph with every Conv/Gemm data input exposed as an
-output and take max |x| per tensor, and max |w| / 127 per weight output channel.
+calibration package: run the fp32 graph with every quantized tensor exposed as an output
+and take max |x| per tensor, and max |w| / 127 per weight output channel.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
 from sut.onnx_precision import (  # noqa: E402
     FP16_MAX,
     PRECISION_KEY,
+    ENCODING_KEY,
     QDQ_SCHEME,
     QUANTIZATION_KEY,
+    SIGNED,
+    UNSIGNED,
     count_ops,
     graph_precision,
     make_fp16,
@@ -59,12 +62,11 @@ def _output_channel_axis(node: Any) -> int:
 def _max_calibration(
     model_path: Path, images: np.ndarray
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Activation amax per Conv/Gemm data input and Conv output, per-channel weight scales
-    per weight."""
+    """Activation amax per tensor the graph quantizes, per-channel weight scales per weight."""
     model = onnx.load(str(model_path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     nodes = _conv_gemm(model)
-    tensors = list(dict.fromkeys([n.input[0] for n in nodes] + [n.output[0] for n in nodes if n.op_type == "Conv"]))
+    tensors = list(quantization_targets(model_path).tensors)
     inferred = shape_inference.infer_shapes(model)
     infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
     existing = {o.name for o in model.graph.output}
@@ -101,6 +103,25 @@ def _producers(model: Any) -> dict[str, Any]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
+def _readers(model: Any) -> dict[str, list[Any]]:
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _conv_results(model: Any) -> set[str]:
+    """Each Conv's result as the graph quantizes it: after a Relu that alone reads it."""
+    readers = _readers(model)
+    results = set()
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        users = readers.get(conv.output[0], [])
+        alone_relu = len(users) == 1 and users[0].op_type == "Relu"
+        results.add(users[0].output[0] if alone_relu else conv.output[0])
+    return results
+
+
 def _tiny_model(
     nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[Any], opset: int = 17
 ) -> Any:
@@ -127,8 +148,16 @@ def calibration(fp32_path: Path) -> tuple[dict[str, float], dict[str, np.ndarray
 
 @pytest.fixture(scope="module")
 def int8_path(fp32_path: Path, calibration, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TensorRT's encoding (every activation int8, zero point 0), the default."""
     amax, scales = calibration
     return make_qdq_int8(fp32_path, amax, scales, tmp_path_factory.mktemp("int8") / "r18.onnx")
+
+
+@pytest.fixture(scope="module")
+def unsigned_path(fp32_path: Path, calibration, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ONNX Runtime's encoding (every activation uint8)."""
+    amax, scales = calibration
+    return make_qdq_int8(fp32_path, amax, scales, tmp_path_factory.mktemp("int8") / "r18-u8.onnx", UNSIGNED)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +182,7 @@ def test_qdq_graph_passes_checker_and_records_precision(fp32_path: Path, int8_pa
     props = {p.key: p.value for p in model.metadata_props}
     assert props[PRECISION_KEY] == "int8"
     assert props[QUANTIZATION_KEY] == QDQ_SCHEME
+    assert props[ENCODING_KEY] == SIGNED
     assert graph_precision(int8_path) == "int8"
     assert graph_precision(fp32_path) == "fp32"
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
@@ -160,52 +190,82 @@ def test_qdq_graph_passes_checker_and_records_precision(fp32_path: Path, int8_pa
     assert int8_path.stat().st_size < 0.3 * fp32_path.stat().st_size
 
 
-def test_one_qdq_pair_per_distinct_activation(fp32_path: Path, int8_path: Path) -> None:
+def test_quantization_targets_of_resnet18(fp32_path: Path) -> None:
     fp32 = onnx.load(str(fp32_path))
-    expected = {n.input[0] for n in _conv_gemm(fp32)}
+    inputs = {n.input[0] for n in _conv_gemm(fp32)}
     shared = [t for t, k in Counter(n.input[0] for n in _conv_gemm(fp32)).items() if k > 1]
     assert shared, "resnet18's downsample blocks should feed one tensor to two convs"
-
-    model = onnx.load(str(int8_path))
-    producers = _producers(model)
     targets = quantization_targets(fp32_path)
-    assert set(targets.activations) == expected
-    # Every Conv output is quantized right after its Conv, under the name its consumers
-    # already read (ONNX Runtime fuses DQ -> Conv -> Q into an integer kernel).
-    conv_outputs = {n.output[0] for n in fp32.graph.node if n.op_type == "Conv"} - expected
-    assert set(targets.outputs) == conv_outputs
+    assert set(targets.activations) == inputs
+    results = _conv_results(fp32)
+    assert set(targets.outputs) == results - inputs
+    producers = _producers(fp32)
+    # The stem's Relu (read by MaxPool), each block's last Conv and each downsample Conv
+    # (read by the residual Add) are quantized there; the other Relus feed a Conv anyway.
+    assert Counter(producers[t].op_type for t in targets.outputs) == {"Relu": 1, "Conv": 8 + 3}
+    assert len(targets.tensors) == len(set(targets.tensors))
+
+
+@pytest.mark.parametrize("encoding", [SIGNED, UNSIGNED])
+def test_every_reader_of_a_quantized_tensor_reads_it_dequantized(
+    fp32_path: Path, int8_path: Path, unsigned_path: Path, calibration, encoding: str
+) -> None:
+    model = onnx.load(str(int8_path if encoding == SIGNED else unsigned_path))
+    targets = quantization_targets(fp32_path)
+    producers, readers = _producers(model), _readers(model)
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert len(quantize) == len(expected) + len(conv_outputs)
+    assert len(quantize) == len(targets.tensors)  # one pair per tensor, however many readers
+    for tensor in targets.tensors:
+        if tensor == INPUT_NAME:
+            (q,) = readers[tensor]
+            (dq,) = readers[q.output[0]]
+        else:
+            dq = producers[tensor]
+            assert dq.op_type == "DequantizeLinear", tensor
+            q = producers[dq.input[0]]
+            # The producer writes a float tensor that only the Q reads.
+            assert [n.op_type for n in readers[q.input[0]]] == ["QuantizeLinear"], tensor
+        assert q.op_type == "QuantizeLinear" and dq.op_type == "DequantizeLinear"
+        assert list(q.input[1:]) == list(dq.input[1:])  # one scale and zero point per pair
+    # Every Conv is followed by a Q, directly or through the Relu that alone reads it:
+    # the DQ -> Conv (-> Relu) -> Q pattern integer kernels are fused from.
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        (user,) = readers[conv.output[0]]
+        if user.op_type == "Relu":
+            (user,) = readers[user.output[0]]
+        assert user.op_type == "QuantizeLinear", conv.name
     for node in model.graph.node:
-        if node.op_type == "Conv":
-            q = [c for c in model.graph.node if node.output[0] in c.input]
-            assert [c.op_type for c in q] == ["QuantizeLinear"], node.name
-            dq = next(c for c in model.graph.node if c.op_type == "DequantizeLinear" and q[0].output[0] in c.input)
-            assert dq.output[0] in conv_outputs
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            assert not set(node.input) & {q.input[0] for q in quantize}, node.name
 
-    dq_of: dict[str, str] = {}
-    for node in _conv_gemm(model):
-        dq = producers[node.input[0]]
-        assert dq.op_type == "DequantizeLinear"
-        q = producers[dq.input[0]]
-        assert q.op_type == "QuantizeLinear"
-        # Q and DQ share one per-tensor scale and an int8 zero point of 0.
-        assert list(q.input[1:]) == list(dq.input[1:])
-        dq_of.setdefault(q.input[0], node.input[0])
-        assert dq_of[q.input[0]] == node.input[0], "a shared tensor got two Q/DQ pairs"
-    assert set(dq_of) == expected
-
-    inits = {i.name: i for i in model.graph.initializer}
+    amax, _ = calibration
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    relu_outputs = {n.output[0] for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Relu"}
     for q in quantize:
-        scale = numpy_helper.to_array(inits[q.input[1]])
-        zero = numpy_helper.to_array(inits[q.input[2]])
-        assert scale.shape == () and scale.dtype == np.float32 and scale > 0
-        assert zero.shape == () and zero.dtype == np.int8 and zero == 0
+        dq = readers[q.output[0]][0]
+        tensor = INPUT_NAME if q.input[0] == INPUT_NAME else dq.output[0]
+        scale, zero = inits[q.input[1]], inits[q.input[2]]
+        assert scale.shape == () and scale.dtype == np.float32 and zero.shape == ()
+        if encoding == SIGNED:
+            assert zero.dtype == np.int8 and zero == 0, tensor
+            assert scale == pytest.approx(amax[tensor] / 127, rel=1e-6), tensor
+        elif tensor in relu_outputs:  # non-negative: the whole uint8 range from 0
+            assert zero.dtype == np.uint8 and zero == 0, tensor
+            assert scale == pytest.approx(amax[tensor] / 255, rel=1e-6), tensor
+        else:  # signed: int8's grid shifted by 128
+            assert zero.dtype == np.uint8 and zero == 128, tensor
+            assert scale == pytest.approx(amax[tensor] / 127, rel=1e-6), tensor
 
     names = [n.name for n in model.graph.node]
     assert len(names) == len(set(names)) and all(names)
     outputs = [o for n in model.graph.node for o in n.output]
     assert len(outputs) == len(set(outputs))
+
+
+def test_unknown_encoding(fp32_path: Path, calibration, tmp_path: Path) -> None:
+    amax, scales = calibration
+    with pytest.raises(ConfigError, match="unknown int8 encoding 'uint4'"):
+        make_qdq_int8(fp32_path, amax, scales, tmp_path / "x.onnx", "uint4")
 
 
 def test_weights_are_int8_with_per_channel_dq(fp32_path: Path, int8_path: Path) -> None:
@@ -255,16 +315,18 @@ def test_qdq_graph_runs_with_dynamic_batch(
     assert np.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("encoding", [SIGNED, UNSIGNED])
 def test_int8_logits_agree_with_fp32(
-    int8_path: Path, fp32_logits: np.ndarray, eval_images: np.ndarray,
-    record_property: Any,
+    int8_path: Path, unsigned_path: Path, fp32_logits: np.ndarray, eval_images: np.ndarray,
+    record_property: Any, encoding: str,
 ) -> None:
-    top1, cosine, in_top5 = _agreement(fp32_logits, _logits(int8_path, eval_images))
+    path = int8_path if encoding == SIGNED else unsigned_path
+    top1, cosine, in_top5 = _agreement(fp32_logits, _logits(path, eval_images))
     record_property("int8_top1_agreement", top1)
     record_property("int8_cosine", cosine)
     record_property("int8_fp32_top1_in_int8_top5", in_top5)
     logging.getLogger(__name__).info(
-        "int8 vs fp32: top-1 %.3f cosine %.4f top-5 %.3f", top1, cosine, in_top5
+        "int8 (%s) vs fp32: top-1 %.3f cosine %.4f top-5 %.3f", encoding, top1, cosine, in_top5
     )
     assert cosine > 0.95
     # Seeded weights leave many near-ties among 1000 logits, so top-1 flips with noise a
@@ -455,12 +517,26 @@ def test_missing_model_file(tmp_path: Path) -> None:
         make_fp16(tmp_path / "absent.onnx", tmp_path / "out.onnx")
 
 
-def test_onnx_runtime_runs_the_convolutions_as_integer_kernels(int8_path: Path, tmp_path: Path) -> None:
-    """With Q/DQ on Conv inputs only, ONNX Runtime ran fp32 convolutions plus conversions,
-    slower than fp32 (BENCHMARKS.md); with Conv outputs quantized too it fuses QLinearConv."""
+def _optimized_ops(path: Path, tmp_path: Path) -> Counter:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
-    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
-    assert ops["QLinearConv"] >= 14, ops
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}-optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_onnx_runtime_runs_the_unsigned_graph_as_integer_kernels(
+    fp32_path: Path, int8_path: Path, unsigned_path: Path, tmp_path: Path
+) -> None:
+    """uint8 activations let ONNX Runtime fold every Relu into its QuantizeLinear and fuse
+    every convolution and residual Add into integer kernels. Symmetric int8 (TensorRT's
+    encoding) keeps the Relus in fp32 and with them most convolutions: slower than fp32 on
+    the CPU (BENCHMARKS.md)."""
+    convs, adds = count_ops(fp32_path)["Conv"], count_ops(fp32_path)["Add"]
+    unsigned = _optimized_ops(unsigned_path, tmp_path)
+    assert unsigned["QLinearConv"] == convs and unsigned["Conv"] == 0, unsigned
+    # Only the last block's Add and Relu stay float: they feed the pooling before the
+    # classifier, which is quantized after the pooling.
+    assert unsigned["QLinearAdd"] == adds - 1 and unsigned["Relu"] == 1, unsigned
+    signed = _optimized_ops(int8_path, tmp_path)
+    assert signed["Relu"] > 0 and signed["QLinearConv"] < convs, signed

@@ -218,3 +218,39 @@ def test_unloaded_backend_and_close_twice(tmp_path: Path) -> None:
         backend.run_batch(np.arange(2, dtype=np.int64))
     backend.close()
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def calibration_cache(cache_dir: Path) -> Any:
+    from calibration.api import calibrate
+
+    return calibrate(_spec(), "synthetic", count=SAMPLES, algorithm="max", cache_dir=cache_dir).cache
+
+
+@pytest.mark.parametrize("encoding", [None, "uint8", "int8"])
+def test_int8_graph_encoding_follows_the_option(
+    encoding: str | None, cache_dir: Path, calibration_cache: Any, samples: np.ndarray
+) -> None:
+    extra: dict[str, Any] = {"cache_dir": cache_dir, "calibration": calibration_cache}
+    if encoding is not None:
+        extra["int8_encoding"] = encoding
+    backend = OnnxRuntimeBackend(_spec(precision="int8"), BackendOptions(device="cpu", max_batch=4, extra=extra))
+    backend.load()
+    try:
+        expected = encoding or "uint8"  # ONNX Runtime's fast path unless asked otherwise
+        info = backend.describe()
+        assert f"-int8-{expected}-" in Path(info["model_path"]).name
+        assert f"{expected} activations" in info["model_format"]
+        assert info["calibration_hash"] == calibration_cache.cache_hash
+        logits = backend.logits(samples[:4])
+        assert logits.shape == (4, 1000) and np.isfinite(logits).all()
+    finally:
+        backend.close()
+
+
+def test_unknown_int8_encoding_is_refused(tmp_path: Path) -> None:
+    extra = {"cache_dir": tmp_path, "calibration": object(), "int8_encoding": "int4"}
+    backend = OnnxRuntimeBackend(_spec(precision="int8"), BackendOptions(extra=extra))
+    with pytest.raises(BackendError, match="'int4' is not one of int8, uint8"):
+        backend.load()
+    assert not (tmp_path / "onnx").exists()
