@@ -17,7 +17,14 @@ from harness.argtypes import file_sha256
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.cache import CalibrationCache, load_or_build
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE, CalibrationStats, collect_statistics
-from calibration.subset import DEFAULT_COUNT, CalibrationSubset, digits_subset, imagenet_subset, synthetic_subset
+from calibration.subset import (
+    DEFAULT_COUNT,
+    CalibrationSubset,
+    PerformanceSetRule,
+    digits_subset,
+    imagenet_subset,
+    synthetic_subset,
+)
 from harness.errors import BackendError, ConfigError
 from sut.backends.base import MODELS, ModelSpec
 from sut.data import DEFAULT_SYNTHETIC_SEED
@@ -41,6 +48,11 @@ class CalibrationConfig:
     percentile: float = DEFAULT_PERCENTILE  # used by algorithm "percentile" only
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None  # ONNX Runtime intra-op threads; None: its default
+    # ImageNet: the run's LoadGen performance set, which a seeded subset stays out of (and
+    # a list's overlap with it is logged). None: the set a default run of the model uses
+    # (harness.config.performance_set_settings), so `python -m calibration` builds the
+    # cache a default run reuses.
+    performance_set: PerformanceSetRule | None = None
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -65,6 +77,10 @@ class CalibrationConfig:
             raise ConfigError("--calibration-list names ImageNet images; use it with --dataset imagenet")
         if self.dataset == "synthetic" and self.dataset_path is not None:
             raise ConfigError("--dataset-path is for --dataset imagenet")
+        if self.dataset != "imagenet" and self.performance_set is not None:
+            # Synthetic calibration images come from their own seed stream; digits from
+            # their own split: no LoadGen set to stay out of.
+            raise ConfigError(f"a performance-set rule applies to --dataset imagenet, not {self.dataset}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,9 @@ class CalibrationResult:
     cache: CalibrationCache
     subset: str  # one-line description of the calibration images
     reused: bool  # True when a matching cache was found, False when it was built now
+    # Dataset indices of the calibration images (ImageNet: val_map.txt positions; synthetic:
+    # positions in its own seed stream), so a run can check them against what LoadGen loads.
+    indices: tuple[int, ...] = ()
 
 
 def calibrate(
@@ -89,6 +108,7 @@ def calibrate(
     cache_dir: Path | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
+    performance_set: PerformanceSetRule | None = None,
 ) -> CalibrationResult:
     """Calibration of `spec`'s FP32 graph (its precision is ignored), from the cache at
     `output` (default: `default_cache_path`) when every key field matches, else built now.
@@ -105,6 +125,7 @@ def calibrate(
         percentile=percentile,
         batch_size=batch_size,
         threads=threads,
+        performance_set=performance_set,
     )
     return calibrate_config(spec, config, output=output, cache_dir=cache_dir)
 
@@ -135,7 +156,8 @@ def calibrate_config(
         )
 
     cache = load_or_build(key, build, path, info=_provenance(config, subset, onnx_file))
-    return CalibrationResult(path=path, cache=cache, subset=subset.description, reused=not built)
+    return CalibrationResult(path=path, cache=cache, subset=subset.description, reused=not built,
+                             indices=subset.indices)
 
 
 def make_subset(
@@ -153,6 +175,7 @@ def make_subset(
             count=config.count,
             seed=config.seed,
             cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None,
+            performance_set=config.performance_set or default_performance_set(spec),
         )
     if config.dataset == "digits":
         return digits_subset(count=config.count or DEFAULT_COUNT, image_size=spec.image_size, seed=config.seed)
@@ -162,6 +185,14 @@ def make_subset(
         dataset_seed=config.dataset_seed,
         seed=config.seed,
     )
+
+
+def default_performance_set(spec: ModelSpec) -> PerformanceSetRule:
+    """The performance set of a default run of `spec`'s model (no user.conf, no flags),
+    resolved by the harness's own settings layers rather than re-derived here."""
+    from harness.config import CliRequest, performance_set_settings
+
+    return PerformanceSetRule.from_loadgen(performance_set_settings(CliRequest(model=spec.name)))
 
 
 def cache_key(

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeded (random init, not trained), torchvision (pretrained), or a state-dict path")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed for seeded weights")
     p.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                   help="synthetic: seeded images disjoint from the performance set; imagenet: a validation folder")
+                   help="synthetic: seeded images disjoint from the performance set; imagenet: a validation "
+                        "folder (a seeded subset stays outside a default run's LoadGen performance set)")
     p.add_argument("--dataset-path", type=Path, default=None,
                    help="ImageNet validation folder with val_map.txt")
     p.add_argument("--calibration-list", type=Path, default=None,

@@ -5,15 +5,27 @@ performance set is the whole synthetic dataset (1024 images by default), so a su
 it could not be disjoint; `SyntheticDataset` draws each image from (seed, index) alone, so
 a different seed gives a different, equally deterministic set of images.
 
-ImageNet: images named in a calibration list (one file name per line, like MLPerf's
-cal_image_list_option_1.txt), or a seeded sample of val_map.txt. As in MLPerf, these are
-validation images, so they may also be in the performance set: the list is the rule, not
-disjointness.
+ImageNet, seeded (the default): `count` entries of val_map.txt sampled with the seed from
+those outside LoadGen's performance set, so no calibration image is ever timed. LoadGen
+chooses that set itself (from the QSL's size, the performance sample count and
+qsl_rng_seed); `PerformanceSetRule` names those three numbers as a run resolves them and
+`sut.qsl.performance_sample_set` observes the set LoadGen picks from them. The set goes
+into the subset's key, so a different performance set rebuilds the calibration. A folder
+too small to hold both sets is an error, never a silent overlap.
+
+ImageNet, listed: the images named in a calibration list (one file name per line, like
+MLPerf's cal_image_list_option_1.txt), used as given: MLPerf's lists are validation
+images and may be in the performance set; the list is the rule there. How many are is
+computed and logged.
+
+Either way, every run checks what LoadGen actually loaded against the calibration images
+and records the overlap in measurements.json (harness/runner.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +35,8 @@ import numpy as np
 from harness.argtypes import file_sha256
 from harness.errors import ConfigError, DatasetError
 from sut.data import DEFAULT_SYNTHETIC_SEED, Dataset, SyntheticDataset
+
+log = logging.getLogger(__name__)
 
 DEFAULT_COUNT = 500  # MLPerf's ResNet50 calibration lists hold 500 images
 # Added to the performance set's seed. Large and prime so it cannot collide with the small
@@ -43,6 +57,9 @@ class CalibrationSubset:
     dataset: Dataset
     indices: tuple[int, ...]
     names: tuple[str, ...] = ()  # ImageNet file names, in `indices` order; empty for synthetic
+    # ImageNet: how many of the images are in the probed performance set (0 for a seeded
+    # subset, by construction); None where no performance set was given.
+    performance_overlap: int | None = None
 
     @property
     def count(self) -> int:
@@ -59,6 +76,70 @@ class CalibrationSubset:
             raise ConfigError(f"calibration batch size must be positive, got {batch_size}")
         for start in range(0, self.count, batch_size):
             yield self.load(slice(start, start + batch_size))
+
+
+@dataclass(frozen=True)
+class PerformanceSet:
+    """LoadGen's performance set over the first `total` dataset entries: the `count`
+    samples LoadGen loads with `qsl_rng_seed`, as observed (sorted dataset indices)."""
+
+    total: int
+    count: int
+    qsl_rng_seed: int
+    indices: tuple[int, ...]
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """Goes into a seeded subset's cache key. The indices' hash as well as the numbers
+        that chose them: a LoadGen that picks differently from the same numbers must
+        rebuild the calibration too."""
+        from sut.qsl import index_set_sha256
+
+        return {"total": self.total, "count": self.count, "qsl_rng_seed": self.qsl_rng_seed,
+                "indices_sha256": index_set_sha256(self.indices)}
+
+
+@dataclass(frozen=True)
+class PerformanceSetRule:
+    """What chooses a run's performance set, as the run resolves it: LoadGen's qsl_rng_seed
+    and performance_sample_count_override (0: the whole dataset, LoadGen's meaning), and
+    the run's --dataset-count (its QSL holds the first N val_map.txt entries; None: all)."""
+
+    qsl_rng_seed: int
+    sample_count: int
+    dataset_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_count < 0:
+            raise ConfigError(f"performance sample count must be >= 0, got {self.sample_count}")
+        if self.dataset_count is not None and self.dataset_count < 1:
+            raise ConfigError(f"--dataset-count must be positive, got {self.dataset_count}")
+
+    @classmethod
+    def from_loadgen(cls, values: Mapping[str, Any], dataset_count: int | None = None) -> PerformanceSetRule:
+        """The rule of a run whose resolved LoadGen settings are `values`; a setting the run
+        leaves unset is LoadGen's own default, as in the run."""
+        from sut.settings import loadgen_default
+
+        seed = values.get("qsl_rng_seed")
+        return cls(
+            qsl_rng_seed=int(seed if seed is not None else loadgen_default("qsl_rng_seed")),
+            sample_count=int(values.get("performance_sample_count_override") or 0),
+            dataset_count=dataset_count,
+        )
+
+    def observe(self, entries: int, map_path: Path) -> PerformanceSet:
+        """The set LoadGen picks over a val_map.txt (`map_path`) of `entries` lines."""
+        from sut.qsl import performance_sample_set
+        from sut.settings import performance_sample_count
+
+        total = entries if self.dataset_count is None else self.dataset_count
+        if total > entries:
+            # The run itself would stop on this (ImageNetDataset); say it before calibrating.
+            raise DatasetError(f"dataset count {total} exceeds the {entries} entries in {map_path}")
+        count = performance_sample_count({"performance_sample_count_override": self.sample_count}, total)
+        indices = performance_sample_set(total, count, self.qsl_rng_seed)
+        return PerformanceSet(total, count, self.qsl_rng_seed, tuple(int(i) for i in indices))
 
 
 def synthetic_subset(
@@ -108,18 +189,23 @@ def imagenet_subset(
     count: int | None = None,
     seed: int = 0,
     cache_dir: Path | None = None,
+    performance_set: PerformanceSetRule | None = None,
 ) -> CalibrationSubset:
     """Images of an ImageNet validation folder: those in `calibration_list`, else `count`
-    (default 500) entries of val_map.txt sampled with `seed`.
+    (default 500) entries of val_map.txt sampled with `seed` from those outside the
+    performance set `performance_set` chooses (None: from all entries).
 
-    With a list, `count` (if given) takes its first `count` names.
+    With a list, `count` (if given) takes its first `count` names, and the list's overlap
+    with the performance set is logged, not refused.
     """
     from sut.imagenet import VAL_MAP, ImageNetDataset
 
     dataset = ImageNetDataset(dataset_path, image_size=image_size, cache_dir=cache_dir)
-    files = _map_files(dataset.path / VAL_MAP)
+    map_path = dataset.path / VAL_MAP
+    files = _map_files(map_path)
+    excluded = performance_set.observe(dataset.count, map_path) if performance_set is not None else None
     if calibration_list is not None:
-        return _listed(dataset, files, Path(calibration_list).expanduser(), count)
+        return _listed(dataset, files, Path(calibration_list).expanduser(), count, excluded)
 
     count = DEFAULT_COUNT if count is None else count
     _check_count(count)
@@ -127,27 +213,52 @@ def imagenet_subset(
         raise ConfigError(f"calibration seed must be >= 0, got {seed}")
     if count > dataset.count:
         raise DatasetError(
-            f"calibration count {count} exceeds the {dataset.count} entries in "
-            f"{dataset.path / VAL_MAP}"
+            f"calibration count {count} exceeds the {dataset.count} entries in {map_path}"
+        )
+    candidates = np.arange(dataset.count, dtype=np.int64)
+    key: dict[str, Any] = {
+        "kind": "imagenet-seeded",
+        "count": count,
+        "seed": seed,
+        "val_map_sha256": _sha256(map_path),
+    }
+    description = f"{count} ImageNet images sampled from {VAL_MAP} with seed {seed}"
+    if excluded is not None:
+        candidates = np.setdiff1d(candidates, np.asarray(excluded.indices, dtype=np.int64))
+        _check_room(count, len(candidates), excluded, map_path)
+        key["performance_set"] = excluded.key
+        description += (
+            f", outside LoadGen's performance set ({excluded.count} of the first {excluded.total})"
         )
     # Sorted so the crops are read in val_map order; the set, not the order, is chosen.
-    indices = np.sort(np.random.default_rng(seed).choice(dataset.count, count, replace=False))
+    indices = np.sort(np.random.default_rng(seed).choice(candidates, count, replace=False))
     return CalibrationSubset(
-        description=f"{count} ImageNet images sampled from {VAL_MAP} with seed {seed}",
-        key={
-            "kind": "imagenet-seeded",
-            "count": count,
-            "seed": seed,
-            "val_map_sha256": _sha256(dataset.path / VAL_MAP),
-        },
+        description=description,
+        key=key,
         dataset=dataset,
         indices=tuple(int(i) for i in indices),
         names=tuple(files[i] for i in indices),
+        performance_overlap=0 if excluded is not None else None,
+    )
+
+
+def _check_room(count: int, available: int, excluded: PerformanceSet, map_path: Path) -> None:
+    """A seeded subset must fit beside the performance set: overlapping would time the very
+    images the INT8 ranges were fitted to, so too small a folder is an error."""
+    if count <= available:
+        return
+    remedy = (f"use --calibration-count {available} or fewer, or --calibration-list FILE"
+              if available else "use --calibration-list FILE, or a folder with more images")
+    raise DatasetError(
+        f"{map_path} is too small for a calibration subset disjoint from LoadGen's performance "
+        f"set: the performance set takes {excluded.count} of the {excluded.total} samples a run "
+        f"loads from it, leaving {available} for the {count} calibration images; {remedy}"
     )
 
 
 def _listed(
-    dataset: Dataset, files: list[str], list_path: Path, count: int | None
+    dataset: Dataset, files: list[str], list_path: Path, count: int | None,
+    excluded: PerformanceSet | None,
 ) -> CalibrationSubset:
     names = _read_list(list_path)
     position = {name: index for index, name in enumerate(files)}
@@ -164,6 +275,17 @@ def _listed(
                 f"calibration count {count} exceeds the {len(names)} names in {list_path}"
             )
         names = names[:count]
+    indices = tuple(position[name] for name in names)
+    overlap = None
+    if excluded is not None:
+        overlap = len(set(indices).intersection(excluded.indices))
+        # MLPerf's lists are validation images and may be timed too: the list is the rule,
+        # so this is reported, not refused.
+        report = log.warning if overlap else log.info
+        report("calibration list %s: %d of its %d images are in LoadGen's performance set "
+               "(%d of the first %d samples, qsl_rng_seed %d); used as given",
+               list_path.name, overlap, len(indices), excluded.count, excluded.total,
+               excluded.qsl_rng_seed)
     return CalibrationSubset(
         description=f"{len(names)} ImageNet images listed in {list_path.name}",
         key={
@@ -173,8 +295,9 @@ def _listed(
             "list_sha256": _sha256(list_path),
         },
         dataset=dataset,
-        indices=tuple(position[name] for name in names),
+        indices=indices,
         names=tuple(names),
+        performance_overlap=overlap,
     )
 
 

@@ -230,14 +230,8 @@ def resolve(request: CliRequest) -> RunConfig:
     cli_knobs = {k: getattr(request, k) for k in BUILTIN_KNOBS}
     knobs.apply("CLI", cli_knobs)
 
-    loadgen = _Layers()
-    loadgen.apply("mlperf.conf (resnet50 rules)", mlperf_rules(scenario))
-    loadgen.apply(f"run profile {request.run_profile}", load_run_profile(request.run_profile).settings_for(scenario))
-    loadgen.apply(profile_name, {k: v for k, v in profile_values.items() if k not in BUILTIN_KNOBS})
-    if request.user_conf is not None:
-        for attr, (value, where) in UserConf.parse(request.user_conf).resolve(model, scenario).items():
-            loadgen.apply(f"user.conf {where}", {attr: value})
-    loadgen.apply("CLI", _cli_loadgen(request))
+    loadgen = _loadgen_layers(request, {k: v for k, v in profile_values.items() if k not in BUILTIN_KNOBS},
+                              profile_name)
 
     _fix_batch_for_scenario(request, knobs, loadgen)
     if device.device == "cpu":
@@ -245,6 +239,35 @@ def resolve(request: CliRequest) -> RunConfig:
     provenance = {f"knob.{k}": v for k, v in knobs.sources.items()}
     provenance.update({f"loadgen.{k}": v for k, v in loadgen.sources.items()})
     return RunConfig(request, device, backend, knobs.values, loadgen.values, provenance)
+
+
+def _loadgen_layers(request: CliRequest, profile_values: dict[str, Any], profile_name: str) -> _Layers:
+    """LoadGen settings, each with its source: mlperf.conf < run profile < GPU profile
+    (`profile_values`, LoadGen settings only) < user.conf < CLI."""
+    scenario = request.scenario
+    loadgen = _Layers()
+    loadgen.apply("mlperf.conf (resnet50 rules)", mlperf_rules(scenario))
+    loadgen.apply(f"run profile {request.run_profile}", load_run_profile(request.run_profile).settings_for(scenario))
+    loadgen.apply(profile_name, profile_values)
+    if request.user_conf is not None:
+        for attr, (value, where) in UserConf.parse(request.user_conf).resolve(request.model, scenario).items():
+            loadgen.apply(f"user.conf {where}", {attr: value})
+    loadgen.apply("CLI", _cli_loadgen(request))
+    return loadgen
+
+
+# With the dataset's size, these choose which samples LoadGen loads for a performance run.
+PERFORMANCE_SET_SETTINGS = ("qsl_rng_seed", "performance_sample_count_override")
+
+
+def performance_set_settings(request: CliRequest) -> dict[str, Any]:
+    """The PERFORMANCE_SET_SETTINGS a run of `request` resolves, by `resolve`'s own layers
+    but without a device: GPU profiles hold batching knobs and sizing values, never these
+    (tests/harness/test_config.py checks every profile), so a calibration on a host without
+    the run's GPU still computes the run's performance set. Unset ones are left out
+    (LoadGen's defaults apply)."""
+    values = _loadgen_layers(request, {}, "no GPU profile").values
+    return {attr: values[attr] for attr in PERFORMANCE_SET_SETTINGS if attr in values}
 
 
 def _cli_loadgen(request: CliRequest) -> dict[str, Any]:

@@ -77,16 +77,20 @@ def _calibration_indices(config: RunConfig, dataset: Any) -> np.ndarray:
 
 def calibration_config(config: RunConfig, dataset_kind: str):
     from calibration.api import CalibrationConfig
+    from calibration.subset import PerformanceSetRule
 
     r = config.request
+    imagenet = dataset_kind == "imagenet"
     return CalibrationConfig(
         dataset=dataset_kind,
-        dataset_path=r.dataset_path if dataset_kind == "imagenet" else None,
-        calibration_list=r.calibration_list if dataset_kind == "imagenet" else None,
+        dataset_path=r.dataset_path if imagenet else None,
+        calibration_list=r.calibration_list if imagenet else None,
         count=r.calibration_count,
         seed=r.seed,
         algorithm=r.calibration_algorithm,
         percentile=r.calibration_percentile,
+        # The performance set this run's own settings choose, which the subset stays out of.
+        performance_set=PerformanceSetRule.from_loadgen(config.loadgen, r.dataset_count) if imagenet else None,
     )
 
 

@@ -60,7 +60,10 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         lines.append(GateVerdict(gate["passed"], gate["rule"], figures).line())
     calibration = result.get("calibration")
     if calibration:
-        lines.append(f"int8 calibration: {calibration['algorithm']} on {calibration['subset']}")
+        line = f"int8 calibration: {calibration['algorithm']} on {calibration['subset']}"
+        if "overlap_with_performance_set" in calibration:
+            line += f"; {calibration['overlap_with_performance_set']} of them in the performance set"
+        lines.append(line)
     accuracy = result.get("accuracy")
     if accuracy:
         label = "top-1 accuracy" if accuracy["kind"] == "accuracy" else "top-1 agreement with the FP32 reference (synthetic data: not an accuracy)"

@@ -18,9 +18,10 @@ from typing import Any
 import mlperf_loadgen as lg
 import numpy as np
 
+from calibration.api import CalibrationResult
 from harness import __version__
 from harness.accuracy import AccuracyResult, predictions_from_log, reference_top1, score
-from harness.config import RunConfig, model_spec
+from harness.config import RunConfig, model_spec, resolve
 from harness.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
 from harness.power import open_meter, with_efficiency
@@ -32,8 +33,8 @@ from sut.backends import create_backend
 from sut.backends.base import Backend, BackendOptions
 from sut.data import Dataset, SyntheticDataset
 from sut.models import SEEDED_WEIGHTS_NOTE
-from sut.qsl import LoadgenQSL
-from sut.settings import build_log_settings, build_test_settings
+from sut.qsl import LoadgenQSL, index_set_sha256
+from sut.settings import build_log_settings, build_test_settings, performance_sample_count
 from sut.sut import LoadgenSUT
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,39 @@ class ComplianceRun:
 
     test: str
     audit_config: Path
+
+
+# Recorded for synthetic INT8 runs, where the overlap is 0 by construction, not by count.
+SYNTHETIC_OVERLAP_NOTE = ("synthetic data: the calibration images come from their own seed stream, "
+                          "so none of them is a performance-set image")
+
+
+@dataclass(frozen=True)
+class CalibratedOn:
+    """The images a run's INT8 calibration used, checked after a performance run against
+    the samples LoadGen loaded: what was timed, not what the probe predicted."""
+
+    dataset: str  # the calibration's dataset: "imagenet" (the run's own) or "synthetic"
+    indices: np.ndarray  # dataset indices (ImageNet: val_map.txt positions)
+    probed_sha256: str | None = None  # the performance set a seeded ImageNet subset avoided
+
+    @classmethod
+    def of(cls, dataset: str, calibrated: CalibrationResult) -> CalibratedOn:
+        probed = calibrated.cache.key.get("subset", {}).get("performance_set") or {}
+        return cls(dataset, np.asarray(calibrated.indices, dtype=np.int64), probed.get("indices_sha256"))
+
+    def check(self, loaded: np.ndarray) -> dict[str, Any]:
+        """Fields for the result's "calibration" block, from LoadGen's loaded set `loaded`."""
+        if self.dataset != "imagenet":
+            return {"overlap_with_performance_set": 0, "overlap_note": SYNTHETIC_OVERLAP_NOTE}
+        overlap = int(np.intersect1d(self.indices, loaded).size)
+        record: dict[str, Any] = {"overlap_with_performance_set": overlap}
+        if self.probed_sha256 is not None:
+            record["performance_set_matches_probe"] = self.probed_sha256 == index_set_sha256(loaded)
+        if overlap:
+            log.warning("%d of the %d calibration images were in the performance set LoadGen loaded",
+                        overlap, self.indices.size)
+        return record
 
 
 @dataclass
@@ -100,12 +134,14 @@ def load_backend(config: RunConfig, extra: dict[str, Any] | None = None) -> Back
 
 def execute(config: RunConfig, show_progress: bool = True, backend: Backend | None = None,
             dataset: Dataset | None = None, compliance: ComplianceRun | None = None,
-            record: dict[str, Any] | None = None) -> RunOutcome:
+            record: dict[str, Any] | None = None, calibrated_on: CalibratedOn | None = None) -> RunOutcome:
     """One run. A caller running many (the benchmark, a sweep) passes a loaded backend and
     dataset built from an equivalent config (its max batch may be larger than this run's);
     they are reused, not closed. `compliance` makes it a compliance test's performance
     run, under that test's folder, with its audit.config. `record` adds fields to the saved
-    result (the caller's accuracy gate, sweep point)."""
+    result (the caller's accuracy gate, sweep point); `calibrated_on`, from the caller's
+    quality_checks, lets a performance run record its calibration's overlap with the
+    samples LoadGen loaded."""
     r = config.request
     if compliance is not None and r.mode != "performance":
         raise ConfigError(f"{compliance.test} is a performance run, not a {r.mode} run")
@@ -116,12 +152,15 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     started = dt.datetime.now(dt.timezone.utc)
     checks: dict[str, Any] = {}
     if backend is None:
-        checks = quality_checks(config, paths, started)
+        # A compliance test's overrides (TEST05's seeds) change what LoadGen loads, not the
+        # system under test: calibrate as the submitted run does, from its own settings.
+        checks = quality_checks(config if compliance is None else resolve(config.request), paths, started)
     dataset = dataset or make_dataset(config)
     owned = backend is None
     backend = backend or load_backend(config, checks.get("extra"))
     try:
         stats = _run_loadgen(config, paths, dataset, backend, show_progress, audit_config)
+        loaded = stats.pop("loaded_indices")
         backend_info = backend.describe()
     finally:
         if owned:
@@ -136,6 +175,10 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     result["environment"] = {k: v for k, v in system.items() if k != "backend"}
     result.update(checks.get("record", {}))
     result.update(record or {})
+    calibrated_on = checks.get("calibrated_on", calibrated_on)
+    if r.mode == "performance" and "calibration" in result and calibrated_on is not None:
+        # A new dict: a sweep passes the same record to every run.
+        result["calibration"] = {**result["calibration"], **calibrated_on.check(loaded)}
     record_run(paths, result)
     if compliance is None:  # user.conf describes the submitted runs, not the audit overlays
         paths.user_conf.write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
@@ -148,13 +191,15 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
 
 def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) -> dict[str, Any]:
     """INT8 calibration, then the accuracy gate for reduced precisions, before anything is
-    timed. Returns backend extras ("calibration") and what to record in the result; a
-    failed gate is recorded and raised unless --skip-accuracy-gate."""
+    timed. Returns backend extras ("extra": the calibration), what to record in the result
+    ("record") and the calibration images ("calibrated_on", a CalibratedOn); a failed
+    gate is recorded and raised unless --skip-accuracy-gate."""
     from harness.gating import GateFailed, calibrate_for, run_gate
 
     r = config.request
     extra: dict[str, Any] = {}
     record: dict[str, Any] = {}
+    calibrated_on: CalibratedOn | None = None
     if config.backend == "null":
         return {"extra": extra, "record": record}
     if r.precision == "int8":
@@ -164,6 +209,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) 
         record["calibration"] = {"path": str(calibrated.path), "subset": calibrated.subset,
                                  "reused": calibrated.reused, "algorithm": r.calibration_algorithm,
                                  "cache_hash": calibrated.cache.cache_hash}
+        calibrated_on = CalibratedOn.of(kind, calibrated)
     if r.precision != "fp32" and r.mode == "performance":
         if r.skip_accuracy_gate:
             record["accuracy_gate"] = {"skipped": True}
@@ -176,7 +222,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) 
                           "command": shlex.join(sys.argv), "config": config.to_json(), **record}
                 record_run(paths, failed)
                 raise GateFailed(f"{verdict.line()}; not benchmarked (--skip-accuracy-gate to run anyway)")
-    return {"extra": extra, "record": record}
+    return {"extra": extra, "record": record, "calibrated_on": calibrated_on}
 
 
 def _with_sources(config: RunConfig) -> dict[str, tuple[Any, str]]:
@@ -209,11 +255,11 @@ def _no_audit_config(paths: ResultPaths) -> Path:
 def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backend: Backend,
                  show_progress: bool, audit_config: Path) -> dict[str, Any]:
     r = config.request
-    performance_count = int(config.loadgen.get("performance_sample_count_override") or dataset.count)
-    if performance_count > dataset.count:
+    requested = int(config.loadgen.get("performance_sample_count_override") or dataset.count)
+    performance_count = performance_sample_count(config.loadgen, dataset.count)
+    if requested > performance_count:
         log.info("performance sample count %d exceeds the dataset's %d samples; using %d",
-                 performance_count, dataset.count, dataset.count)
-        performance_count = dataset.count
+                 requested, dataset.count, dataset.count)
         config.loadgen["performance_sample_count_override"] = performance_count
         config.provenance["loadgen.performance_sample_count_override"] = f"dataset size ({dataset.count} samples)"
     qsl = LoadgenQSL(dataset, backend, performance_count)
@@ -248,6 +294,10 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
     failure = sut.failure
     batches = sut.pipeline.batches_run
     per_query = int(config.loadgen.get("multi_stream_samples_per_query", 8)) if r.scenario == "MultiStream" else 1
+    loaded = qsl.loaded_indices()
+    sample_set = {}
+    if r.mode == "performance":  # an accuracy run loads every sample
+        sample_set = {"performance_set": {"count": int(loaded.size), "indices_sha256": index_set_sha256(loaded)}}
     return {
         "power": with_efficiency(power, r.scenario, sut.samples_completed, sut.samples_completed // per_query),
         "failure": f"{type(failure).__name__}: {failure}" if failure else None,
@@ -256,6 +306,8 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         "batches": batches,
         "mean_batch": (sut.pipeline.samples_run / batches) if batches else None,
         "performance_sample_count": qsl.performance_count,
+        **sample_set,
+        "loaded_indices": loaded,  # taken out by `execute`: not for the saved result
     }
 
 

@@ -34,7 +34,7 @@ from harness.curves import DEFAULT_LADDER, ladder, spread
 from harness.errors import BackendError, RunFailed
 from harness.results import ResultPaths, load_measurements
 from harness.gating import GateFailed
-from harness.runner import (RunAbandoned, execute, load_backend, make_dataset, quality_checks,
+from harness.runner import (CalibratedOn, RunAbandoned, execute, load_backend, make_dataset, quality_checks,
                             warmup_batch_seconds)
 from harness.slo import Attempt, SearchSettings, parse_slo, search_max_qps
 from harness.study import (DEFAULT_BATCH_SIZES, StudyPlan, StudyStore, build_study, group_key, point_id,
@@ -179,6 +179,7 @@ class Group:
         self.load_config = resolve(self._request("Offline", scratch, max_batch=max(needed), in_flight=in_flight))
         self._backend: Backend | None = None
         self.record: dict[str, Any] = {}
+        self.calibrated_on: CalibratedOn | None = None  # the calibration images, for each run's overlap
         self.capacity = 0
         self.offline_rates: dict[int, float] = {}  # batch size -> last measured Offline samples/s
 
@@ -196,6 +197,7 @@ class Group:
                                      "Offline", "performance")
             checks = quality_checks(config, gate_paths, started)
             self.record = checks.get("record", {})
+            self.calibrated_on = checks.get("calibrated_on")
             log.info("%s: loading the backend for batches up to %d", self.key, config.knobs["max_batch"])
             backend = self.sweep.backend_factory(config, checks.get("extra", {}))
             self._prime(backend)
@@ -326,7 +328,8 @@ class Group:
         config = resolve(request)
         backend = self.backend  # loads (and gates) before the run is timed
         record = {**self.record, "sweep": {"study": str(self.store.root), **sweep_record}}
-        outcome = execute(config, self.sweep.show_progress, backend, self.dataset, record=record)
+        outcome = execute(config, self.sweep.show_progress, backend, self.dataset, record=record,
+                          calibrated_on=self.calibrated_on)
         return outcome.result, outcome.paths.measurements
 
     def _saved(self, root: Path, scenario: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], Path] | None:

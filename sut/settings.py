@@ -7,6 +7,7 @@ Settings are named by their TestSettings attribute (`server_target_qps`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, lg.TestMode):
         return int(value.value)
     return value
+
+
+def loadgen_default(attr: str) -> Any:
+    """LoadGen's own value of TestSettings attribute `attr` (what a run that sets nothing uses)."""
+    if attr not in SETTING_TYPES:
+        raise ConfigError(f"unknown LoadGen setting {attr!r}")
+    return _plain(getattr(lg.TestSettings(), attr))
+
+
+def performance_sample_count(values: Mapping[str, Any], total_count: int) -> int:
+    """The performance sample count of a run with LoadGen settings `values` over a QSL of
+    `total_count` samples: performance_sample_count_override, or the whole dataset where it
+    is unset or 0 (LoadGen's meaning of 0), never more than the dataset holds. The runner
+    and the calibration's probe of the performance set both use this, so they agree."""
+    override = int(values.get("performance_sample_count_override") or 0)
+    return min(override or total_count, total_count)
 
 
 def build_test_settings(scenario: str, mode: str, values: dict[str, Any]):

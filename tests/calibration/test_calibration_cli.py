@@ -17,6 +17,10 @@ import pytest
 from PIL import Image
 
 from calibration.cli import main
+from harness.config import CliRequest, model_spec, resolve
+from harness.gating import calibrate_for
+from sut.qsl import performance_sample_set
+from sut.settings import mlperf_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--model", "resnet18", "--image-size", "32", "--calibration-count", "8", "--algorithm", "max"]
@@ -137,3 +141,39 @@ def test_module_bad_input_is_one_line() -> None:
     proc = run_module(["--algorithm", "kl"])
     assert proc.stdout == ""
     assert_one_line_error(proc.returncode, proc.stderr, "--algorithm")
+
+
+def test_seeded_imagenet_needs_room_beside_the_performance_set(
+    imagenet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A default run's performance set (1024 samples, at most the folder) takes all three
+    images: no disjoint subset is possible, and the error says what to do instead."""
+    code = main([*TINY, "--calibration-count", "2", "--dataset", "imagenet", "--dataset-path", str(imagenet)])
+    assert_one_line_error(code, capsys.readouterr().err, "too small", "disjoint", "--calibration-list")
+
+
+def test_standalone_calibration_builds_the_cache_a_default_run_reuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m calibration --dataset imagenet` avoids the performance set of a default
+    run (mlperf.conf's seed and 1024 samples), so that run finds the cache ready."""
+    root = tmp_path / "imagenet1040"
+    root.mkdir()
+    names = [f"ILSVRC2012_val_{i:08d}.png" for i in range(1, 1041)]
+    for index, name in enumerate(names):
+        Image.new("RGB", (8, 8), (index % 256, index // 256, 7)).save(root / name, format="PNG")
+    (root / "val_map.txt").write_text("".join(f"{name} 0\n" for name in names))
+
+    assert main([*TINY, "--dataset", "imagenet", "--dataset-path", str(root), "-q"]) == 0
+    path = Path(capsys.readouterr().out.splitlines()[0])
+    key = json.loads(path.read_text())["header"]["key"]["subset"]
+    seed = int(mlperf_rules("Offline")["qsl_rng_seed"])
+    assert {k: key["performance_set"][k] for k in ("total", "count", "qsl_rng_seed")} == {
+        "total": 1040, "count": 1024, "qsl_rng_seed": seed}
+
+    config = resolve(CliRequest(gpu="cpu", model="resnet18", image_size=32, precision="int8",
+                                dataset="imagenet", dataset_path=root, calibration_count=8,
+                                calibration_algorithm="max"))
+    result = calibrate_for(config, model_spec(config), "imagenet")
+    assert result.reused and result.path == path
+    assert not set(performance_sample_set(1040, 1024, seed).tolist()).intersection(result.indices)

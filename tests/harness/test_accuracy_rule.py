@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from harness.accuracy import AccuracyResult
 from harness.config import resolve
@@ -34,7 +32,7 @@ def test_verdict_arithmetic() -> None:
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def labelled(tmp_path_factory: pytest.TempPathFactory, make_imagenet_folder) -> tuple[Path, Path]:
     """A tiny ImageNet-layout folder labelled with FP32 predictions of saved weights, so
     FP32's top-1 is 100% there and a faithful runtime must stay within 1% of it."""
     import torch
@@ -43,21 +41,14 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("labelled")
     folder = root / "imagenet"
-    folder.mkdir()
     weights = root / "resnet18.pt"
     torch.save(build_model(ModelSpec("resnet18", "fp32", image_size=S)).state_dict(), weights)
-    rng = np.random.default_rng(5)
-    lines = []
-    for i in range(COUNT):
-        name = f"img_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / name)
-        lines.append(f"{name} 0")
-    (folder / VAL_MAP).write_text("\n".join(lines) + "\n")
+    names = make_imagenet_folder(folder, COUNT, seed=5, labels=[0] * COUNT, name="img_{:03d}.png")
     dataset = ImageNetDataset(folder, image_size=S)
     from harness.accuracy import reference_top1
 
     predicted = reference_top1(ModelSpec("resnet18", "fp32", weights=str(weights), image_size=S), dataset, "cpu")
-    (folder / VAL_MAP).write_text("".join(f"img_{i:03d}.png {int(c)}\n" for i, c in enumerate(predicted)))
+    (folder / VAL_MAP).write_text("".join(f"{name} {int(c)}\n" for name, c in zip(names, predicted)))
     return folder, weights
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness import config as config_module
-from harness.config import CliRequest, choose_backend, resolve
+from harness.config import PERFORMANCE_SET_SETTINGS, CliRequest, choose_backend, performance_set_settings, resolve
 from harness.errors import BackendError, ConfigError, DeepgapError, DeviceError
-from scenarios.profiles import RunProfile
+from scenarios.profiles import RunProfile, load_gpu_profile, profile_names
 
 MLPERF = "mlperf.conf (resnet50 rules)"
 QUICK = "run profile quick"
@@ -173,6 +173,29 @@ def test_other_resnets_follow_resnet50_rules(model: str, scenario: str) -> None:
     assert other == reference
     assert other["min_duration_ms"] == 600000
     assert other["schedule_rng_seed"] == SEEDS["schedule_rng_seed"]
+
+
+@pytest.mark.parametrize("profile", profile_names())
+def test_no_gpu_profile_sets_what_chooses_the_performance_set(profile: str) -> None:
+    """performance_set_settings skips the GPU profile layer (a calibration host need not
+    have the run's GPU); that is exact only while no profile sets these."""
+    loaded = load_gpu_profile(profile)
+    layers = [*loaded.defaults.values()]
+    layers += [scenarios for precisions in loaded.models.values()
+               for per_precision in precisions.values() for scenarios in per_precision.values()]
+    for values in layers:
+        assert not set(values) & set(PERFORMANCE_SET_SETTINGS), f"{profile}: {values}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_performance_set_settings_match_a_resolved_run(tmp_path: Path, scenario: str) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("resnet18.*.performance_sample_count_override = 64\n*.Server.qsl_rng_seed = 99\n")
+    for user_conf in (None, conf):
+        request = cpu(model="resnet18", scenario=scenario, user_conf=user_conf)
+        run = resolve(request)
+        assert performance_set_settings(request) == {k: run.loadgen[k] for k in PERFORMANCE_SET_SETTINGS}
+    assert performance_set_settings(cpu(model="resnet18", user_conf=conf))["performance_sample_count_override"] == 64
 
 
 def test_unknown_run_profile() -> None:
