@@ -1,7 +1,7 @@
 """The calibration cache: one human-readable JSON file per calibrated model.
 
     {
-      "header": {"format_version": 1, "created": "...", "key": {...}, "info": {...}},
+      "header": {"format_version": 3, "created": "...", "key": {...}, "info": {...}},
       "cache_hash": "<sha256 of format version, key and values>",
       "activations": {"<tensor>": {"amax": 2.64, "scale": 0.0208, "max": 2.64}, ...},
       "weights": {"<initializer>": {"axis": 0, "scales": [...]}, ...}

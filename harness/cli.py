@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--calibration-count", type=_positive_int, default=500,
                        help="calibration images, chosen by seed outside LoadGen's performance set "
                             "(ImageNet; synthetic ones come from their own seed stream)")
+    quant.add_argument("--calibration-seed", type=_non_negative_int, default=0,
+                       help="picks the calibration images (the same seed as python -m calibration's)")
     quant.add_argument("--calibration-list", type=Path, default=None,
                        help="ImageNet image names to calibrate on (e.g. MLPerf's cal_image_list_option_1.txt)")
     quant.add_argument("--skip-accuracy-gate", action="store_true",

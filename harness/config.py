@@ -61,6 +61,7 @@ class CliRequest:
     calibration_algorithm: str = DEFAULT_ALGORITHM
     calibration_percentile: float = DEFAULT_PERCENTILE
     calibration_count: int = 500
+    calibration_seed: int = 0  # picks the calibration images; as `python -m calibration --calibration-seed`
     calibration_list: Path | None = None
     skip_accuracy_gate: bool = False
     gate_samples: int = 500
@@ -101,6 +102,8 @@ class CliRequest:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.calibration_seed < 0:
+            raise ConfigError(f"--calibration-seed must be >= 0, got {self.calibration_seed}")
         if self.batch_timeout_us is not None and self.batch_timeout_us < 0:
             raise ConfigError(f"--batch-timeout-us must be >= 0, got {self.batch_timeout_us}")
         if self.image_size < 32:

@@ -86,7 +86,7 @@ def calibration_config(config: RunConfig, dataset_kind: str):
         dataset_path=r.dataset_path if imagenet else None,
         calibration_list=r.calibration_list if imagenet else None,
         count=r.calibration_count,
-        seed=r.seed,
+        seed=r.calibration_seed,
         algorithm=r.calibration_algorithm,
         percentile=r.calibration_percentile,
         # The performance set this run's own settings choose, which the subset stays out of.

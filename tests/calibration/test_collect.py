@@ -100,7 +100,9 @@ def _gemm_model(trans_b: int, weight_as_input: bool = False) -> onnx.ModelProto:
         [node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
         initializer=initializers,
     )
-    return helper.make_model(graph)
+    # A fixed opset and IR version: the installed onnx's defaults can be newer than the
+    # installed onnxruntime reads (onnx 1.23 writes IR 14, onnxruntime 1.30 reads up to 13).
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 @pytest.mark.parametrize("trans_b, axis", [(1, 0), (0, 1)])

@@ -183,6 +183,7 @@ def test_unwritable_output(cache_dir: Path, tmp_path: Path) -> None:
     (["--dataset-count", "0"], ["--dataset-count", "positive"]),
     (["--threads", "0"], ["--threads", "positive"]),
     (["--seed", "-1"], ["--seed", ">= 0"]),
+    (["--calibration-seed", "-1"], ["--calibration-seed", ">= 0"]),
     (["--max-batch", "four"], ["--max-batch", "whole number"]),
     (["--max-batch", "2.5"], ["--max-batch", "whole number"]),
     (["--target-qps", "many"], ["--target-qps", "number"]),
@@ -309,7 +310,7 @@ def test_equivalent_command_parses_back_to_the_same_request() -> None:
     from harness.config import CliRequest
 
     request = CliRequest(scenario="Server", model="resnet18", precision="fp16", max_batch=64, target_qps=1234.5,
-                         cuda_graphs=False, channels_last=False, skip_accuracy_gate=True,
+                         cuda_graphs=False, channels_last=False, skip_accuracy_gate=True, calibration_seed=7,
                          output=Path("/tmp/with space"), run_profile="submission", overwrite=True)
     line = command_for(request)
     assert line.startswith("python harness/run.py ") and "'/tmp/with space'" in line

@@ -70,3 +70,12 @@ def test_stand_in_size_is_capped_on_the_cpu_and_says_so(tiny_request, monkeypatc
     assert asked == {"image_size": reduced, "device": device}
     assert spec.image_size == reduced and dataset.image_size == reduced
     assert (f"reduced from the run's {size} px" in measured_on) == (reduced != size)
+
+
+def test_calibration_images_follow_the_calibration_seed_not_the_weights_seed(tiny_request):
+    """The same seed picks the same images as `python -m calibration --calibration-seed`."""
+    from harness.gating import calibration_config
+
+    config = resolve(tiny_request(seed=3, calibration_seed=5, **GATED))
+    assert calibration_config(config, "synthetic").seed == 5
+    assert calibration_config(resolve(tiny_request(seed=3, **GATED)), "synthetic").seed == 0
