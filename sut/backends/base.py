@@ -81,6 +81,23 @@ def staged_rows(rows: np.ndarray, staged: int) -> np.ndarray:
     return rows
 
 
+def tight_loop_rows(batch_size: int, staged: int, max_batch: int | None = None) -> np.ndarray:
+    """The rows a tight loop of `batch_size` runs: 0, 1, 2, ... wrapping round the `staged`
+    rows when a batch is larger than the staged set, as LoadGen's Offline query repeats
+    samples when the performance set is smaller than a batch. Reading rows 0..batch_size-1
+    regardless sent rows past a 96-sample staging buffer into a CUDA graph's gather (a
+    device-side assert that killed the process); every backend's tight loop takes its rows
+    from here, through the same check as `run_batch`."""
+    from harness.errors import BackendError
+
+    if staged < 1:
+        raise BackendError("no staged samples to time (allocate_staging and stage first)")
+    if batch_size < 1 or (max_batch is not None and batch_size > max_batch):
+        limit = f"1..{max_batch}" if max_batch is not None else "at least 1"
+        raise BackendError(f"tight loop batch size {batch_size} must be {limit} (the max batch)")
+    return staged_rows(np.arange(batch_size) % staged, staged)
+
+
 class Backend(abc.ABC):
     """One inference runtime. Subclasses are registered by name in `sut.backends`."""
 
@@ -108,8 +125,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
-        """Seconds for `iterations` back-to-back batches of the staged rows 0..batch_size-1,
-        through the backend's own fastest path (no harness in between)."""
+        """Seconds for `iterations` back-to-back batches of `batch_size` staged rows (from
+        `tight_loop_rows`: a batch larger than the staged set repeats rows), through the
+        backend's own fastest path (no harness in between)."""
 
     def logits(self, samples: np.ndarray) -> np.ndarray:
         """float32 logits for float32 NCHW `samples`, through the same network and precision

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BackendError
-from sut.backends.base import Backend, DonePending
+from sut.backends.base import Backend, DonePending, tight_loop_rows
 
 
 def checksum_class(samples: np.ndarray, num_classes: int = 1000) -> np.ndarray:
@@ -41,7 +41,9 @@ class NullBackend(Backend):
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         import time
 
-        rows = np.arange(batch_size)
+        if self._answers is None:
+            raise BackendError("null backend: time_tight_loop before allocate_staging")
+        rows = tight_loop_rows(batch_size, len(self._answers))
         start = time.perf_counter()
         for _ in range(iterations):
             self._answers[rows]

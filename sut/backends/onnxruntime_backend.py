@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.errors import BackendError
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, tight_loop_rows
 from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
 from sut.onnx_precision import INT8_ENCODINGS, UNSIGNED, precision_graph
 
@@ -145,12 +145,8 @@ class OnnxRuntimeBackend(Backend):
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         session = self._require_session()
         staging = self._require_staging()
-        if not 1 <= batch_size <= staging.shape[0]:
-            raise BackendError(
-                f"tight loop batch size {batch_size} does not fit the {staging.shape[0]} "
-                "staged rows"
-            )
-        feed = {INPUT_NAME: np.ascontiguousarray(staging[:batch_size])}
+        rows = tight_loop_rows(batch_size, staging.shape[0])
+        feed = {INPUT_NAME: np.take(staging, rows, axis=0)}
         outputs = [OUTPUT_NAME]
         run = session.run
         try:

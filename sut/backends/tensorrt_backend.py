@@ -67,8 +67,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.errors import BackendError, DeepgapError, DeviceError
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows
-from sut.backends.torch_backend import batch_buckets
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
+from sut.backends.torch_backend import batch_buckets, fill_slot_rows
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from sut.trt_plan import (
     FP32_EXPORT,
@@ -728,11 +728,7 @@ class TensorRTBackend(Backend):
 
     def _launch(self, slot: _Slot, rows: np.ndarray, count: int) -> None:
         torch = self._torch
-        if slot.in_host is not None:
-            rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-            torch.index_select(self._staged, 0, rows_t, out=slot.in_host[:count])
-        else:
-            slot.idx_np[:count] = rows
+        fill_slot_rows(self._torch, self._staged, slot, rows)
         # Entries past `count` keep earlier, valid rows or pixels: bucket padding computes
         # throwaway results instead of reading out of bounds.
         with torch.cuda.stream(slot.stream):
@@ -775,15 +771,12 @@ class TensorRTBackend(Backend):
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         self._require_loaded()
         torch = self._torch
-        if self._staged is None or not 1 <= batch_size <= min(self.options.max_batch, self._staged.shape[0]):
-            raise BackendError(
-                f"tight loop batch size {batch_size} must be 1..max batch and fit the staged rows"
-            )
+        if self._staged is None or not self._slots:
+            raise BackendError("tensorrt backend has no staging buffer (allocate_staging)")
+        rows = tight_loop_rows(batch_size, self._staged.shape[0], self.options.max_batch)
         slot = self._free_slots.get()
         try:
-            slot.idx_np[:batch_size] = np.arange(batch_size)
-            if slot.in_host is not None:
-                slot.in_host[:batch_size].copy_(self._staged[:batch_size])
+            fill_slot_rows(self._torch, self._staged, slot, rows)
             graph = slot.graphs.get(batch_size)
             if graph is not None:
                 run = graph.replay

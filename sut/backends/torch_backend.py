@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BackendError, DeviceError
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
 from sut.models import build_model, weights_description
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,17 @@ def batch_buckets(max_batch: int) -> list[int]:
         power *= 2
     buckets.append(max_batch)
     return buckets
+
+
+def fill_slot_rows(torch: Any, staged: Any, slot: Any, rows: np.ndarray) -> None:
+    """Put a batch's checked rows (from `staged_rows` or `tight_loop_rows`, the only way rows
+    reach a slot) into the slot's row buffer, or with host staging their pixels into its
+    pinned input buffer. Shared by the torch and TensorRT backends, whose slots both have
+    `idx_np` and `in_host`."""
+    if slot.in_host is not None:
+        torch.index_select(staged, 0, torch.from_numpy(rows), out=slot.in_host[: len(rows)])
+    else:
+        slot.idx_np[: len(rows)] = rows
 
 
 @dataclass
@@ -244,11 +255,7 @@ class TorchBackend(Backend):
 
     def _launch(self, slot: _Slot, rows: np.ndarray, count: int) -> None:
         torch = self._torch
-        if slot.in_host is not None:
-            rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-            torch.index_select(self._staged, 0, rows_t, out=slot.in_host[:count])
-        else:
-            slot.idx_np[:count] = rows
+        fill_slot_rows(self._torch, self._staged, slot, rows)
         # Entries past `count` keep earlier, valid rows or pixels: the padding computes
         # throwaway results instead of reading out of bounds.
         with torch.cuda.stream(slot.stream):
@@ -271,8 +278,11 @@ class TorchBackend(Backend):
         torch = self._torch
         import time
 
+        if self._staged is None:
+            raise BackendError("torch backend: no staged samples (not loaded, or closed)")
+        rows = tight_loop_rows(batch_size, self._staged.shape[0], self.options.max_batch if self._cuda else None)
         if not self._cuda:
-            nhwc = self._staged[:batch_size]
+            nhwc = self._torch.index_select(self._staged, 0, self._torch.from_numpy(rows))
             self._infer(nhwc)
             start = time.perf_counter()
             for _ in range(iterations):
@@ -280,9 +290,7 @@ class TorchBackend(Backend):
             return time.perf_counter() - start
         slot = self._free_slots.get()
         try:
-            slot.idx_np[:batch_size] = np.arange(batch_size)
-            if slot.in_host is not None:
-                slot.in_host[:batch_size].copy_(self._staged[:batch_size])
+            fill_slot_rows(self._torch, self._staged, slot, rows)
             graph = slot.graphs.get(batch_size)
             if graph is not None:
                 run = graph.replay

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.errors import BackendError, DeviceError
-from sut.backends.base import BackendOptions, ModelSpec, staged_rows
+from sut.backends.base import BackendOptions, ModelSpec, staged_rows, tight_loop_rows
 from sut.backends.torch_backend import TorchBackend, batch_buckets
 from sut.data import SyntheticDataset
 
@@ -65,6 +65,51 @@ def test_rows_outside_the_staged_set_fail_the_batch_not_the_device(device, bad):
     with pytest.raises(BackendError, match="outside the 48 staged samples"):
         backend.run_batch(np.array([0, bad, 3]))
     assert answers(backend, np.array([1, 2])).shape == (2,)  # the backend still works
+
+
+def test_tight_loop_rows_wrap_round_a_staged_set_smaller_than_the_batch():
+    assert tight_loop_rows(4, 48).tolist() == [0, 1, 2, 3]
+    assert tight_loop_rows(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert tight_loop_rows(16, 3, max_batch=16).max() == 2
+    for batch, staged, limit in ((0, 3, None), (17, 3, 16)):
+        with pytest.raises(BackendError, match="tight loop batch size"):
+            tight_loop_rows(batch, staged, limit)
+    with pytest.raises(BackendError, match="no staged samples"):
+        tight_loop_rows(4, 0)
+
+
+STAGINGS = [pytest.param("cpu", "device", id="cpu"),
+            pytest.param("cuda", "device", marks=cuda, id="cuda-device"),
+            pytest.param("cuda", "host", marks=cuda, id="cuda-host")]
+
+
+@pytest.mark.parametrize("device, staging", STAGINGS)
+def test_tight_loop_of_a_batch_larger_than_the_staged_set_runs_full_batches(device, staging, monkeypatch):
+    """An Offline run on a dataset smaller than its max batch (96 images, batch 256 on the
+    H200) timed rows 0..255 of a 96-row buffer: a device-side assert on CUDA, a copy error
+    with host staging, and on the CPU a silently smaller batch. The loop must run whole
+    batches of staged rows, and the backend must answer correctly afterwards."""
+    backend = TorchBackend(ModelSpec("resnet18", "fp32", image_size=32),
+                           BackendOptions(device=device, max_batch=16, in_flight=2, staging=staging))
+    backend.load()
+    backend.allocate_staging(3)
+    samples = SyntheticDataset(count=3, image_size=32).load(np.arange(3))
+    backend.stage(np.arange(3), samples)
+    before = answers(backend, np.array([0, 1, 2]))
+    if device == "cpu":
+        sizes: list[int] = []
+        infer = backend._infer
+        monkeypatch.setattr(backend, "_infer", lambda nhwc: (sizes.append(nhwc.shape[0]), infer(nhwc))[1])
+        assert backend.time_tight_loop(16, 2) > 0
+        assert sizes == [16, 16, 16]  # one warm-up batch, then the timed ones
+    else:
+        assert backend.time_tight_loop(16, 2) > 0
+        torch.cuda.synchronize()
+    # The padding of a later, smaller batch reuses the loop's rows: they must be in range.
+    assert np.array_equal(answers(backend, np.array([2, 0, 1])), before[[2, 0, 1]])
+    assert np.array_equal(answers(backend, np.array([1, 0, 2, 2, 1, 0, 1, 2, 0, 1, 1])),
+                          before[[1, 0, 2, 2, 1, 0, 1, 2, 0, 1, 1]])
+    backend.close()
 
 
 def test_staged_rows_accepts_rows_inside_the_buffer_only():
