@@ -15,7 +15,7 @@ setup(
         include=["harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
                  "audit", "audit.*"]
     ),
-    package_data={"scenarios": ["*.yaml", "profiles/*.yaml"]},
+    package_data={"scenarios": ["*.yaml", "profiles/*.yaml"], "harness": ["templates/*.j2"]},
     install_requires=[
         "mlcommons-loadgen>=6.0",
         "torch>=2.11",
@@ -28,6 +28,7 @@ setup(
         "nvidia-ml-py>=12.535",
         "scikit-learn>=1.3",  # its bundled handwritten digits train the accuracy gate's network
         "matplotlib>=3.8",  # PNG plots of the comparison report (Agg canvas, no display)
+        "jinja2>=3.0",  # the comparison report's HTML and Markdown templates
     ],
     extras_require={
         "gpu": ["nvidia-ml-py>=12.535"],

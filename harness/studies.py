@@ -152,6 +152,20 @@ class SystemInfo:
 
 
 @dataclass(frozen=True)
+class PlanInfo:
+    """What the study's figures rest on, from its recorded plan (sweep flags)."""
+
+    repeats: int
+    scenarios: tuple[str, ...]
+    duration_ms: float  # every measured point's runs
+    search_ms: float  # the Server SLO search's short runs
+    confirm_ms: float  # its full-length confirmation runs
+    skip_accuracy_gate: bool
+    weights: str  # "seeded" unless the plan chose other weights
+    run_profile: str  # "quick" unless the plan chose another
+
+
+@dataclass(frozen=True)
 class Study:
     directory: Path
     created_utc: str
@@ -160,6 +174,7 @@ class Study:
     points: tuple[Point, ...]
     curves: tuple[Curve, ...]
     slo_searches: tuple[SloSearch, ...]
+    plan: PlanInfo | None = None  # None: study.json records no plan
     _by_id: dict[str, Point] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -287,6 +302,21 @@ def _search(f: _Fields) -> SloSearch:
                      attempts=attempts, ladder=tuple(ladder))
 
 
+def _plan(f: _Fields | None) -> PlanInfo | None:
+    if f is None:
+        return None
+    base = f.child("base", nullable=True)
+    scenarios = f.get("scenarios", list)
+    if not all(isinstance(x, str) for x in scenarios):
+        raise StudyError(f"{f.source}: plan.scenarios must list scenario names")
+    # The sweep leaves defaults out of plan.base; these are CliRequest's defaults.
+    return PlanInfo(repeats=f.get("repeats", int), scenarios=tuple(scenarios), duration_ms=f.number("duration_ms"),
+                    search_ms=f.number("search_ms"), confirm_ms=f.number("confirm_ms"),
+                    skip_accuracy_gate=bool(base and base.get("skip_accuracy_gate", bool, nullable=True)),
+                    weights=(base and base.get("weights", str, nullable=True)) or "seeded",
+                    run_profile=(base and base.get("run_profile", str, nullable=True)) or "quick")
+
+
 def load_study(path: Path | str) -> Study:
     """STUDY_DIR (or its study.json) -> Study. Raises StudyError, one line, naming the problem."""
     path = Path(path)
@@ -326,7 +356,7 @@ def load_study(path: Path | str) -> Study:
             raise StudyError(f"{file}: an SLO search's ladder names unknown point {missing[0]!r}")
     study = Study(directory=directory, created_utc=top.get("created_utc", str), command=top.get("command", str),
                   system=system, points=points, curves=tuple(_curve(c) for c in top.children("curves")),
-                  slo_searches=searches, _by_id=by_id)
+                  slo_searches=searches, plan=_plan(top.child("plan", nullable=True)), _by_id=by_id)
     log.debug("loaded study %s: %d points, %d curves, %d SLO searches", file, len(points),
               len(study.curves), len(searches))
     return study

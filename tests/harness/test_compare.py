@@ -1,9 +1,14 @@
 """Comparison report rendered from golden studies: files, table numbers (read back from the
-Markdown), absent power, and one-line errors."""
+Markdown and the CSVs), the summary first, integrity of the figures, and one-line errors."""
 
 from __future__ import annotations
 
+import base64
+import csv
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +19,14 @@ STUDIES = ("t4", "l4", "l4x4", "cpu")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def _render(golden, out, *names, args=()):
+    assert main([*(str(golden(n)) for n in names), *args, "--output", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def report(golden, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "r"
-    assert main([*(str(golden(n)) for n in STUDIES), "--baseline", "T4x1_torch", "--output", str(out)]) == 0
-    return out
+    return _render(golden, tmp_path_factory.mktemp("report") / "r", *STUDIES, args=("--baseline", "T4x1_torch"))
 
 
 def _json(golden, name):
@@ -32,6 +40,11 @@ def _table(report, column):
     return table
 
 
+def _csv(report, name):
+    with open(report / "csv" / f"{name}.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _stats(study, point_id):
     return next(p for p in study["points"] if p["id"] == point_id)["stats"]
 
@@ -39,13 +52,55 @@ def _stats(study, point_id):
 def test_report_files_and_plots_exist(report):
     names = {p.name for p in report.iterdir()}
     assert {"report.md", "report.html", "throughput_vs_batch_resnet50.png", "latency_vs_load_resnet50.png",
-            "perf_per_watt.png"} <= names
+            "perf_per_watt.png", "summary_resnet50.png", "csv"} <= names
     for png in report.glob("*.png"):
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
-    html = (report / "report.html").read_text()
-    for png in report.glob("*.png"):
-        assert f'<img src="{png.name}"' in html
     assert not [p for p in report.iterdir() if p.name.startswith(".report-")]
+
+
+def test_html_stands_alone_with_every_plot_embedded(report):
+    html = (report / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]*)"', html)
+    assert len(sources) == len(list(report.glob("*.png")))
+    embedded = {base64.b64decode(s.removeprefix("data:image/png;base64,")) for s in sources}
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert embedded == {p.read_bytes() for p in report.glob("*.png")}
+    assert "<link" not in html and "<script" not in html
+
+
+def test_summary_then_contents_come_first(report):
+    text = (report / "report.md").read_text()
+    headings = re.findall(r"^## (.*)$", text, flags=re.M)
+    assert headings[:3] == ["Summary", "Contents", "Systems"]
+    summary = text.split("## Contents")[0]
+    assert "**Question:** Which system and precision serve the most resnet50 queries per second per device at " \
+           "p99 <= 15 ms?" in summary
+    # L4 met 1,450 and missed 1,500; T4 met 820, missed 850: 1450 > 850, a clear winner.
+    assert "**Answer:** L4x1_torch fp16 (torch): 1,450 queries/s per GPU" in summary
+    assert "1.77x the runner-up T4x1_torch fp16 (torch)" in summary
+    assert "1. L4x1_torch fp16 (torch)" in summary and "3. Margin: 1.77x" in summary
+    contents = text.split("## Contents")[1].split("## Systems")[0]
+    assert "- [p99 latency versus load (Server)](#p99-latency-versus-load-server)" in contents
+    html = (report / "report.html").read_text()
+    assert html.index('<section id="summary"') < html.index('<nav id="contents">') < html.index('<section id="systems">')
+
+
+def test_the_report_says_what_its_figures_rest_on(golden, edited_study, tmp_path):
+    def plan(study):
+        study["plan"] = {"repeats": 3, "scenarios": ["Offline", "Server"], "duration_ms": 1000, "search_ms": 600,
+                         "confirm_ms": 3000, "base": {"skip_accuracy_gate": True}}
+    out = _render(golden, tmp_path / "r", "cpu", args=())
+    text = (out / "report.md").read_text()
+    assert "**Rests on:** run lengths, weights and profile not recorded (study.json has no plan)" in text
+    out = tmp_path / "planned"
+    assert main([str(edited_study("t4", plan)), "--output", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert ("**Rests on:** 3 runs of 1 s per point, SLO search runs of 0.6 s, confirmed by a 3 s run, accuracy gate "
+            "skipped, seeded random weights (not trained), quick run profile; 36 of 36 point runs VALID; a quick "
+            "study, not submission-grade") in text
+    (row,) = _table(out, "point run s")
+    assert (row["point run s"], row["search run s"], row["confirmation run s"], row["accuracy gate"]) == \
+        ("1.0", "0.6", "3.0", "skipped")
 
 
 def test_speedup_table_holds_per_gpu_ratios_to_the_baseline(report, golden):
@@ -61,9 +116,9 @@ def test_speedup_table_holds_per_gpu_ratios_to_the_baseline(report, golden):
     t4_max = t4["slo_searches"][0]["max_qps"]
     assert by[("L4x1_torch", "fp16 (torch)", "Server max at p99 <= 15 ms")]["ratio to T4x1_torch"] == \
         f"{l4['slo_searches'][0]['max_qps'] / t4_max:.2f}x"
-    assert by[("L4x4_torch", "fp16 (torch)", "Server max at p99 <= 15 ms")]["ratio to T4x1_torch"] == \
-        f"{l4x4['slo_searches'][0]['max_qps'] / 4 / t4_max:.2f}x"
-    assert by[("L4x4_torch", "fp16 (torch)", "Server max at p99 <= 15 ms")]["system per device"].startswith("1,405.0 /s per GPU")
+    row = by[("L4x4_torch", "fp16 (torch)", "Server max at p99 <= 15 ms")]
+    assert row["ratio to T4x1_torch"] == f"{l4x4['slo_searches'][0]['max_qps'] / 4 / t4_max:.2f}x"
+    assert row["system per device"] == "1,405.0" and "not confirmed" in row["system basis"]
     assert not any(r["system"] == "T4x1_torch" for r in rows)  # the baseline is not compared with itself
 
 
@@ -79,15 +134,37 @@ def test_knee_table_shows_the_studys_knees_and_per_gpu_peak(report, golden):
 
 def test_throughput_table_has_every_batch_with_spread_and_run_count(report, golden):
     rows = _table(report, "batch size")
-    t4 = _json(golden, "t4")
-    s = _stats(t4, "resnet50-fp16-torch-Offline-bs32")["samples_per_s"]
+    s = _stats(_json(golden, "t4"), "resnet50-fp16-torch-Offline-bs32")["samples_per_s"]
     (row,) = [r for r in rows if r["system"] == "T4x1_torch" and r["precision"] == "fp16" and r["batch size"] == "32"]
-    assert row["samples/s"] == f"{s['mean']:,.1f} ± {s['std']:,.1f} (n={s['n']})" and row["valid runs"] == "3/3"
+    assert row["samples/s"] == f"{s['mean']:,.1f} ± {s['std']:,.1f} (n={s['n']})" and row["valid runs"] == "3 of 3"
+
+
+def test_every_table_is_a_csv_with_bare_numbers(report, golden):
+    assert sorted(p.name for p in (report / "csv").iterdir()) == sorted(
+        f"{n}.csv" for n in ("summary_options", "run_basis", "systems", "commands", "offline_throughput", "knees",
+                             "speedups", "cpu_ratio", "server_latency", "slo_searches", "efficiency",
+                             "published_mlperf"))
+    s = _stats(_json(golden, "l4x4"), "resnet50-fp16-torch-Offline-bs128")["samples_per_s"]
+    (row,) = [r for r in _csv(report, "offline_throughput") if r["system"] == "L4x4_torch" and r["batch size"] == "128"]
+    assert (float(row["samples/s"]), float(row["samples/s std"]), int(row["samples/s n"])) == (s["mean"], s["std"], s["n"])
+    assert float(row["per device"]) == s["mean"] / 4 and (row["valid runs"], row["valid runs of"]) == ("3", "3")
+    cpu = [r for r in _csv(report, "efficiency") if r["system"] == "CPU_onnxruntime"]
+    assert cpu and all(r["watts (all GPUs)"] == "" and r["samples/J"] == "" for r in cpu)  # absent, never 0
+    assert all("," not in r["samples/s"] for r in _csv(report, "efficiency"))
+
+
+def test_invalid_points_are_tabulated_apart(report):
+    (row,) = [r for r in _table(report, "achieved samples/s") if r["system"] == "CPU_onnxruntime"]
+    assert row["valid runs"] == "INVALID (0 of 3 runs valid)"
+    html = (report / "report.html").read_text()
+    invalid_rows = re.findall(r'<tr class="invalid">(.*?)</tr>', html)
+    assert len(invalid_rows) == 2 and all("INVALID (0 of 3 runs valid)" in r for r in invalid_rows)
 
 
 def test_cpu_study_power_is_absent_never_zero(report):
     rows = [r for r in _table(report, "power covers") if r["system"] == "CPU_onnxruntime"]
-    assert rows and all(r["watts (all GPUs)"].startswith("n/a (power absent: CPU run") and r["efficiency"] == "n/a" for r in rows)
+    assert rows and all(r["watts (all GPUs)"].startswith("n/a (power absent: CPU run") and r["samples/J"] == "n/a"
+                        for r in rows)
     gpu = [r for r in _table(report, "power covers") if r["system"] == "T4x1_torch"]
     assert all(r["power covers"] == "GPU-only" for r in gpu)
     text = (report / "report.md").read_text()
@@ -104,29 +181,54 @@ def test_cpu_ratio_and_published_results(report, golden):
     assert row["ratio"].startswith(f"{l4 / cpu:.2f}x")
     published = {(r["system"], r["precision"], r["metric"]): r for r in _table(report, "published per GPU")}
     row = published[("L4x1_torch", "fp16", "Offline")]
-    assert row["published per GPU"].startswith("12,882 /s (L4, v3.1") and "TensorRT INT8" in row["published per GPU"]
-    assert row["measured / published"] == f"{l4 / 12882:.2f}x"
+    assert row["published per GPU"] == "12,882" and row["published basis"].startswith("L4, v3.1")
+    assert "TensorRT INT8" in row["published basis"] and row["measured / published"] == f"{l4 / 12882:.2f}x"
     assert published[("CPU_onnxruntime", "fp32", "Offline")]["published per GPU"].startswith("n/a")
     assert "NOT LIKE-FOR-LIKE" in (report / "report.md").read_text()
 
 
+def test_one_system_renders_no_empty_table(golden, tmp_path):
+    out = _render(golden, tmp_path / "r", "t4")
+    text = (out / "report.md").read_text()
+    assert all(parse_markdown_tables(text)) and "Only one system (T4x1_torch)" in text
+    html = (out / "report.html").read_text()
+    assert all("<td" in table for table in html.split("<table")[1:])
+    assert "Speed-up against T4x1_torch" in text and "ratio to T4x1_torch" not in text
+
+
+def test_a_figure_from_one_run_has_no_spread(edited_study, tmp_path):
+    def one_run(study):
+        for point in study["points"]:
+            point["runs"] = point["runs"][:1]
+            for stat in point["stats"].values():
+                if isinstance(stat, dict):
+                    stat.update(std=0.0, n=1)
+    out = tmp_path / "r"
+    assert main([str(edited_study("t4", one_run)), "--output", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "± 0.0" not in text and "(n=1)" in text
+    (row,) = [r for r in _table(out, "batch size") if r["batch size"] == "32" and r["precision"] == "fp16"]
+    assert row["samples/s"].endswith("(n=1)") and "±" not in row["samples/s"]
+
+
 def test_rendering_is_reproducible(report, golden, tmp_path):
-    again = tmp_path / "again"
-    assert main([*(str(golden(n)) for n in STUDIES), "--baseline", "T4x1_torch", "--output", str(again)]) == 0
-    for name in ("report.md", "report.html", "perf_per_watt.png"):
+    again = _render(golden, tmp_path / "again", *STUDIES, args=("--baseline", "T4x1_torch"))
+    for name in ("report.md", "report.html", "perf_per_watt.png", "csv/efficiency.csv"):
         assert (again / name).read_bytes() == (report / name).read_bytes(), name
 
 
 def test_existing_report_is_not_replaced_without_overwrite(golden, tmp_path, capsys):
     out = tmp_path / "r"
-    out.mkdir()
+    (out / "csv").mkdir(parents=True)
     (out / "report.md").write_text("earlier")
     (out / "notes.txt").write_text("mine")
+    (out / "csv" / "old_table.csv").write_text("stale")
     assert main([str(golden("cpu")), "--output", str(out)]) == 2
     assert "not empty; pass --overwrite" in capsys.readouterr().err
     assert (out / "report.md").read_text() == "earlier"
     assert main([str(golden("cpu")), "--output", str(out), "--overwrite"]) == 0
     assert (out / "report.md").read_text() != "earlier" and (out / "notes.txt").read_text() == "mine"
+    assert not (out / "csv" / "old_table.csv").exists() and (out / "csv" / "systems.csv").exists()
     # A CPU-only study: no power anywhere, so no efficiency plot, and the report still renders.
     assert not (out / "perf_per_watt.png").exists()
 
@@ -134,6 +236,7 @@ def test_existing_report_is_not_replaced_without_overwrite(golden, tmp_path, cap
 @pytest.mark.parametrize("args, message", [
     (["--baseline", "A100x1"], "unknown baseline 'A100x1'; the studies hold T4x1_torch"),
     (["MISSING"], "no such study directory"),
+    (["--model", "resnet101"], "no study measured 'resnet101'; they hold resnet50"),
 ])
 def test_errors_are_one_line_with_nonzero_exit(golden, tmp_path, capsys, args, message):
     args = [a if a != "MISSING" else str(tmp_path / "missing") for a in args]
@@ -149,3 +252,48 @@ def test_corrupt_study_json_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "s"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "study.json: not valid JSON" in err and err.count("\n") == 1
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = "docs/report-2026-11-26"
+DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
+
+
+def _readme_commands(prefix: str) -> list[list[str]]:
+    """The README's indented commands that start with `prefix`, continuation lines joined."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    return [shlex.split(line) for line in text.splitlines() if line.strip().startswith(prefix)]
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    i = argv.index(flag)
+    return argv[:i] + argv[i + 2:]
+
+
+def test_readme_sweep_commands_are_the_ones_the_example_studies_recorded():
+    commands = [c for c in _readme_commands("python -m harness.sweep") if "docs/studies/2026-11-26" in " ".join(c)]
+    assert len(commands) == 2
+    readme = {tuple(_without(c, "--study")) for c in commands}
+    for name in ("h100", "h200", "cpu"):
+        recorded = shlex.split(json.loads((ROOT / f"docs/studies/2026-11-26/{name}/study.json").read_text())["command"])
+        assert tuple(_without(recorded, "--study")) in readme, name
+
+
+def test_readme_compare_command_renders_the_shipped_example(tmp_path, monkeypatch):
+    (command,) = [c for c in _readme_commands("python -m harness.compare") if EXAMPLE in c]
+    argv = command[3:]
+    assert argv[argv.index("--output") + 1] == EXAMPLE and "--overwrite" in argv
+    argv = [a for a in _without(argv, "--output") if a != "--overwrite"]
+    monkeypatch.chdir(ROOT)
+    assert main([*argv, "--output", str(tmp_path / "r")]) == 0
+    shipped, fresh = ROOT / EXAMPLE, tmp_path / "r"
+    assert (fresh / "report.md").read_text() == (shipped / "report.md").read_text()
+    assert DATA_URI.sub("PNG", (fresh / "report.html").read_text()) == \
+        DATA_URI.sub("PNG", (shipped / "report.html").read_text())
+    csvs = sorted(p.name for p in (fresh / "csv").iterdir())
+    assert csvs == sorted(p.name for p in (shipped / "csv").iterdir())
+    for name in csvs:
+        assert (fresh / "csv" / name).read_text() == (shipped / "csv" / name).read_text(), name
+    # Every PNG the Markdown links is shipped beside it, and no stale plot is left there.
+    linked = set(re.findall(r"\]\(([^)]+\.png)\)", (shipped / "report.md").read_text()))
+    assert linked == {p.name for p in shipped.glob("*.png")}
