@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from harness import verdict
-from harness.document import INT, NUM, RATIO, SPREAD, VALIDITY, Column, Figure, Report, Section, Table
+from harness.document import INT, NUM, RATIO, SPREAD, VALIDITY, Column, Figure, Section, Table
 from harness.plots import Bar, Series, bar_plot, line_plot, system_colors
 from harness.refdata import PublishedTable, shown_path
 from harness.studies import Curve, Point, Stat, Study
@@ -50,14 +50,19 @@ def _all_valid(point: Point) -> bool:
     return point.valid_runs == len(point.runs)
 
 
+def study_curve(study: Study, model: str, precision: str, backend: str) -> Curve | None:
+    return next((c for c in study.curves if (c.model, c.precision, c.backend) == (model, precision, backend)), None)
+
+
 def offline_curve_points(study: Study, curve: Curve) -> list[Point]:
-    points = [p for p in study.select("Offline", curve.model, curve.precision, curve.backend) if p.batch_size is not None]
+    points = [p for p in study.select("Offline", curve.model, curve.precision, curve.backend)
+              if p.batch_size is not None]
     return sorted(points, key=lambda p: p.batch_size)
 
 
 def offline_peak(study: Study, model: str, precision: str, backend: str) -> PerDevice | None:
     """The Offline point at the curve's best batch size (its stats carry the spread)."""
-    curve = next((c for c in study.curves if (c.model, c.precision, c.backend) == (model, precision, backend)), None)
+    curve = study_curve(study, model, precision, backend)
     if curve is None or not curve.points:
         return None
     best_batch = max(curve.points, key=curve.points.get)
@@ -136,8 +141,9 @@ class ComparisonReport:
     # ---- throughput vs batch size ---------------------------------------------------------
     def throughput(self) -> Section:
         section = Section("Throughput versus batch size (Offline)")
-        table = Table(["system", "model", "precision", "backend", Column("batch size", INT), Column("samples/s", SPREAD),
-                       Column("per device", SPREAD), Column("valid runs", VALIDITY)], name="offline_throughput",
+        table = Table(["system", "model", "precision", "backend", Column("batch size", INT),
+                       Column("samples/s", SPREAD), Column("per device", SPREAD), Column("valid runs", VALIDITY)],
+                      name="offline_throughput",
                       caption="Offline throughput at every batch size", empty="No study measured Offline.")
         for model in self.models:
             series = []
@@ -258,7 +264,8 @@ class ComparisonReport:
     def latency(self) -> Section:
         section = Section("p99 latency versus load (Server)")
         table = Table(["system", "model", "precision", "backend", Column("target QPS", NUM, 0),
-                       Column("achieved samples/s", SPREAD), Column("p99 ms", SPREAD, 2), Column("valid runs", VALIDITY)],
+                       Column("achieved samples/s", SPREAD), Column("p99 ms", SPREAD, 2),
+                       Column("valid runs", VALIDITY)],
                       name="server_latency", caption="Server latency at every measured load",
                       empty="No study measured the Server scenario.")
         searches = Table(["system", "model", "precision", "backend", "SLO", Column("max QPS", NUM, 0),
@@ -338,12 +345,13 @@ class ComparisonReport:
     @staticmethod
     def _efficiency_points(study: Study, model: str, precision: str, backend: str) -> list[Point]:
         chosen: list[Point] = []
-        curve = next((c for c in study.curves if (c.model, c.precision, c.backend) == (model, precision, backend)), None)
+        curve = study_curve(study, model, precision, backend)
         if curve is not None and curve.points:
             best = max(curve.points, key=curve.points.get)
             chosen += [p for p in offline_curve_points(study, curve) if p.batch_size == best]
         chosen += sorted(study.select("Server", model, precision, backend), key=lambda p: p.target_qps or 0)
-        chosen += study.select("SingleStream", model, precision, backend) + study.select("MultiStream", model, precision, backend)
+        chosen += [p for scenario in ("SingleStream", "MultiStream")
+                   for p in study.select(scenario, model, precision, backend)]
         return chosen
 
     # ---- published MLPerf -----------------------------------------------------------------

@@ -57,9 +57,13 @@ def rests_on(studies: list[Study]) -> str:
             "; ".join(f"{', '.join(names)}: {basis}" for basis, names in groups.items()))
     runs = sum(len(p.runs) for s in studies for p in s.points)
     valid = sum(p.valid_runs for s in studies for p in s.points)
-    grade = ("" if verdict.submission_grade(studies) else
-             f"; a quick study, not submission-grade (a submission runs at least {verdict.SUBMISSION_MIN_S} s "
-             "per run, with the accuracy gate)")
+    if verdict.submission_grade(studies):
+        grade = ""
+    elif any(s.plan is None for s in studies):
+        grade = "; with run lengths not recorded, not shown to be submission-grade"
+    else:
+        grade = (f"; a quick study, not submission-grade (a submission runs at least {verdict.SUBMISSION_MIN_S} s "
+                 "per run, with the accuracy gate)")
     return f"{text}; {valid} of {runs} point runs VALID{grade}."
 
 

@@ -118,7 +118,8 @@ def _search_options(question: Question, study: Study) -> list[Option]:
                           excluded=excluded))
     for precision, backend in sorted({(p.precision, p.backend) for p in study.points if p.model == question.model}):
         if (precision, backend) not in searched:
-            out.append(Option(study.name, precision, backend, unit, None, excluded=f"not searched at {question.slo_label}"))
+            out.append(Option(study.name, precision, backend, unit, None,
+                              excluded=f"not searched at {question.slo_label}"))
     return out
 
 
@@ -131,7 +132,7 @@ def _lowest_miss(search: SloSearch) -> float | None:
 
 def _search_basis(s: SloSearch, upper: float | None, devices: int) -> str:
     if s.max_qps is None:
-        return f"SLO search: no load met it ({len(s.attempts)} attempts)"
+        return f"SLO search: no load met it ({len(s.attempts)} attempt{'s' if len(s.attempts) != 1 else ''})"
     met = [a for a in s.attempts if a.valid and math.isclose(a.target_qps, s.max_qps)]
     longest = max((a.duration_ms or 0 for a in met), default=0)
     run = f", confirmed by a {longest / 1000:g} s run" if s.confirmed and longest else ""
@@ -151,7 +152,8 @@ def _offline_options(model: str, study: Study) -> list[Option]:
             continue
         best = max(pool, key=lambda p: p.stats.samples_per_s.mean)
         s = best.stats.samples_per_s
-        out.append(Option(study.name, curve.precision, curve.backend, unit, s.mean / d, spread=Stat(s.mean / d, s.std / d, s.n),
+        out.append(Option(study.name, curve.precision, curve.backend, unit, s.mean / d,
+                          spread=Stat(s.mean / d, s.std / d, s.n),
                           basis=f"Offline bs{best.batch_size}, {best.valid_runs} of {len(best.runs)} runs valid",
                           excluded=None if valid else "no Offline point with every run VALID"))
     return out

@@ -82,7 +82,8 @@ def test_summary_then_contents_come_first(report):
     contents = text.split("## Contents")[1].split("## Systems")[0]
     assert "- [p99 latency versus load (Server)](#p99-latency-versus-load-server)" in contents
     html = (report / "report.html").read_text()
-    assert html.index('<section id="summary"') < html.index('<nav id="contents">') < html.index('<section id="systems">')
+    order = [html.index(tag) for tag in ('<section id="summary"', '<nav id="contents">', '<section id="systems">')]
+    assert order == sorted(order)
 
 
 def test_the_report_says_what_its_figures_rest_on(golden, edited_study, tmp_path):
@@ -127,7 +128,8 @@ def test_knee_table_shows_the_studys_knees_and_per_gpu_peak(report, golden):
     for name in ("t4", "l4x4"):
         study = _json(golden, name)
         for curve in study["curves"]:
-            (row,) = [r for r in rows if r["system"] == study["system"]["name"] and r["precision"] == curve["precision"]]
+            (row,) = [r for r in rows
+                      if r["system"] == study["system"]["name"] and r["precision"] == curve["precision"]]
             assert (row["knee 90% (batch)"], row["knee 95% (batch)"]) == (str(curve["knee_90"]), str(curve["knee_95"]))
             assert row["peak per device"] == f"{curve['peak'] / study['system']['gpu_count']:,.1f}"
 
@@ -146,7 +148,8 @@ def test_every_table_is_a_csv_with_bare_numbers(report, golden):
                              "published_mlperf"))
     s = _stats(_json(golden, "l4x4"), "resnet50-fp16-torch-Offline-bs128")["samples_per_s"]
     (row,) = [r for r in _csv(report, "offline_throughput") if r["system"] == "L4x4_torch" and r["batch size"] == "128"]
-    assert (float(row["samples/s"]), float(row["samples/s std"]), int(row["samples/s n"])) == (s["mean"], s["std"], s["n"])
+    assert float(row["samples/s"]) == s["mean"] and float(row["samples/s std"]) == s["std"]
+    assert int(row["samples/s n"]) == s["n"]
     assert float(row["per device"]) == s["mean"] / 4 and (row["valid runs"], row["valid runs of"]) == ("3", "3")
     cpu = [r for r in _csv(report, "efficiency") if r["system"] == "CPU_onnxruntime"]
     assert cpu and all(r["watts (all GPUs)"] == "" and r["samples/J"] == "" for r in cpu)  # absent, never 0
@@ -244,6 +247,15 @@ def test_errors_are_one_line_with_nonzero_exit(golden, tmp_path, capsys, args, m
     err = capsys.readouterr().err
     assert message in err and err.startswith("deepgap: error: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_malformed_plan_is_one_line(edited_study, tmp_path, capsys):
+    def bad_plan(study):
+        study["plan"] = {"repeats": 3, "scenarios": ["Offline"], "duration_ms": "1 s", "search_ms": 600,
+                         "confirm_ms": 3000}
+    assert main([str(edited_study("t4", bad_plan)), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "study.json: plan.duration_ms has the wrong type (str)" in err and err.count("\n") == 1
 
 
 def test_corrupt_study_json_is_one_line(tmp_path, capsys):

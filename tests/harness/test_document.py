@@ -48,12 +48,14 @@ def test_invalid_points_are_marked_in_the_cell_and_the_row():
 def test_csv_cells_are_bare_numbers_and_absent_is_empty():
     table = Table(["system", Column("batch", INT), Column("qps", NUM, 0), Column("rate", SPREAD),
                    Column("ratio", RATIO), Column("valid runs", VALIDITY)], name="t")
-    table.add("H100x1", 512, 11426.702192207244, Stat(46682.26666666666, 158.76398626052628, 3), (1.2, 0.01), (3, 3))
+    table.add("H100x1", 512, 11426.702192207244, Stat(46682.26666666666, 158.76398626052628, 3), (1.2, 0.01),
+              (3, 3))
     table.add("CPU", None, "none met the SLO", None, None, (0, 3))
     assert table.csv_header() == ["system", "batch", "qps", "rate", "rate std", "rate n", "ratio", "ratio spread",
                                   "valid runs", "valid runs of"]
     assert table.csv_rows() == [
-        ["H100x1", "512", "11426.702192207244", "46682.26666666666", "158.76398626052628", "3", "1.2", "0.01", "3", "3"],
+        ["H100x1", "512", "11426.702192207244", "46682.26666666666", "158.76398626052628", "3", "1.2", "0.01",
+         "3", "3"],
         ["CPU", "", "", "", "", "", "", "", "0", "3"]]
     assert table.rows[0][2:5] == ["11,427", "46,682.3 ± 158.8 (n=3)", "1.20x ± 0.01"]
     assert table.rows[1][1:5] == ["n/a", "none met the SLO", "n/a", "n/a"]

@@ -53,7 +53,8 @@ def test_the_question_comes_from_the_model_and_the_slo_searched_at(golden):
     studies = [load_study(golden(n)) for n in ("t4", "l4", "cpu")]
     asked = verdict.ask(studies, None, None, "resnet50")
     assert asked.slo == (99.0, 15.0)
-    assert asked.text == "Which system and precision serve the most resnet50 queries per second per device at p99 <= 15 ms?"
+    assert asked.text == ("Which system and precision serve the most resnet50 queries per second per device at "
+                          "p99 <= 15 ms?")
     assert verdict.ask(studies, "resnet50", "Which card for the search page?", "resnet50").text == \
         "Which card for the search page?"
     with pytest.raises(ConfigError, match="no study measured 'resnet18'; they hold resnet50"):
@@ -86,3 +87,13 @@ def test_the_basis_is_said_in_words():
     assert verdict.basis_text(plan) == ("3 runs of 1 s per point, SLO search runs of 0.6 s, confirmed by a 3 s run, "
                                         "accuracy gate skipped, seeded random weights (not trained), quick run profile")
     assert verdict.basis_text(None).startswith("run lengths, weights and profile not recorded")
+
+
+def test_only_full_length_gated_submission_runs_count_as_submission_grade(golden):
+    study = load_study(golden("t4"))
+    full = PlanInfo(1, ("Offline",), 600_000.0, 1000.0, 600_000.0, False, "torchvision", "submission")
+    with_plan = lambda plan: type(study)(**{**study.__dict__, "plan": plan})  # noqa: E731
+    assert verdict.submission_grade([with_plan(full)])
+    assert not verdict.submission_grade([with_plan(full), with_plan(None)])
+    short = PlanInfo(3, ("Offline",), 1000.0, 600.0, 3000.0, False, "torchvision", "submission")
+    assert not verdict.submission_grade([with_plan(short)])
