@@ -5,7 +5,7 @@ submission rules, reading LoadGen's detail logs (`:::MLLOG` lines), not just sum
 
 Every finding names its rule and the file it is about; any FAIL makes the exit status 1.
 Strict mode (600 s minimum duration, 24576 Offline samples, 662 MultiStream queries,
-performance sample count >= 1024, labelled accuracy) is the default for a result made
+performance sample count >= 1024, an accuracy verdict) is the default for a result made
 with the submission profile, and `--strict` forces it. A quick-profile rehearsal is
 checked for structure, validity, seeds, latency bounds and compliance verdicts, and the
 report says which rules were relaxed.
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from audit.compliance import OPTIONAL_TESTS, TESTS, ComplianceTest, audit_applied, read_verdict_file, verify
-from harness.errors import ConfigError, OutputError
-from harness.loadgen_log import Detail, parse_accuracy_log, parse_detail
+from audit.findings import PERF, CheckReport, Finding, ScenarioCheck, no_audit_config, no_loadgen_errors
+from audit.verdict_rules import rule_accuracy, rule_compliance
+from harness.errors import ConfigError
+from harness.loadgen_log import Detail
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ MIN_PERFORMANCE_SAMPLES = 1024
 MIN_QUERIES = {"SingleStream": 100, "MultiStream": 662, "Server": 100, "Offline": 24576}
 SERVER_LATENCY_NS = 15_000_000
 SERVER_PERCENTILE = 0.99
-RELAXED_NOTE = ("min duration (600 s), min query/sample count and performance sample count (1024) "
-                "rules relaxed; labelled accuracy not required")
 
-PERF = "performance/run_1"
 REQUIRED = {
     "measurements.json": "deepgap's result",
     "user.conf": "effective LoadGen settings",
@@ -61,96 +58,6 @@ REQUIRED = {
 }
 
 
-@dataclass(frozen=True)
-class Finding:
-    status: str  # "PASS", "FAIL" or "NOTE" (a figure or a relaxed rule: never a pass)
-    rule: str
-    file: str  # relative to the checked root
-    message: str
-
-    def line(self) -> str:
-        return f"  {self.status} [{self.rule}] {self.file}: {self.message}"
-
-
-@dataclass
-class ScenarioCheck:
-    """One results/<system>/<model>/<scenario> folder and what the rules found in it."""
-
-    root: Path
-    path: Path
-    strict: bool = True
-    rehearsal: str | None = None
-    findings: list[Finding] = field(default_factory=list)
-    _details: dict[str, Detail | None] = field(default_factory=dict, repr=False)
-
-    @property
-    def name(self) -> str:
-        return "/".join(self.path.parts[-3:])
-
-    @property
-    def scenario(self) -> str:
-        return self.path.name
-
-    @property
-    def passed(self) -> bool:
-        return not any(f.status == "FAIL" for f in self.findings)
-
-    def rel(self, relative: str | Path) -> str:
-        target = self.path / relative
-        try:
-            return str(target.relative_to(self.root))
-        except ValueError:
-            return str(target)
-
-    def add(self, ok: bool | None, rule: str, relative: str | Path, message: str) -> None:
-        status = "NOTE" if ok is None else "PASS" if ok else "FAIL"
-        self.findings.append(Finding(status, rule, self.rel(relative), message))
-
-    def detail(self, relative: str) -> Detail | None:
-        """The parsed detail log, or None where it is missing (reported by the files rule)
-        or unreadable (reported here, once)."""
-        if relative not in self._details:
-            path = self.path / relative
-            parsed = None
-            if path.is_file():
-                try:
-                    parsed = parse_detail(path)
-                except OutputError as exc:
-                    self.add(False, "detail-log", relative, str(exc))
-            self._details[relative] = parsed
-        return self._details[relative]
-
-    def render(self) -> str:
-        verdict = "PASS" if self.passed else f"FAIL ({sum(f.status == 'FAIL' for f in self.findings)} failed)"
-        lines = [f"{self.name}: {verdict}  [{'strict' if self.strict else 'relaxed'} rules]"]
-        if self.rehearsal:
-            lines.append(f"  note: {self.rehearsal}")
-        if not self.strict:
-            lines.append(f"  note: {RELAXED_NOTE}")
-        lines += [f.line() for f in self.findings]
-        return "\n".join(lines)
-
-
-@dataclass
-class CheckReport:
-    root: Path
-    scenarios: list[ScenarioCheck]
-    problems: list[Finding] = field(default_factory=list)  # tree-level (no results at all)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems and bool(self.scenarios) and all(s.passed for s in self.scenarios)
-
-    def render(self) -> str:
-        lines = [f"deepgap results check: {self.root}"]
-        lines += [f.line() for f in self.problems]
-        lines += [s.render() for s in self.scenarios]
-        failed = sum(not s.passed for s in self.scenarios)
-        lines.append(f"checked {len(self.scenarios)} result(s): {failed} failed -> "
-                     f"{'PASS' if self.passed else 'FAIL'}")
-        return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- rules
 
 
@@ -166,28 +73,13 @@ def rule_files(c: ScenarioCheck) -> None:
         c.add(True, "required-file", ".", f"all {len(REQUIRED) + 1} required files present")
 
 
-def _no_errors(c: ScenarioCheck, relative: str, detail: Detail) -> None:
-    errors = list(detail.errors)
-    count = detail.get("num_errors")
-    if errors or (isinstance(count, int) and count > 0):
-        first = errors[0] if errors else ("num_errors", count)
-        c.add(False, "loadgen-errors", relative, f"LoadGen logged {len(errors) or count} error(s), first {first}")
-    else:
-        c.add(True, "loadgen-errors", relative, "LoadGen logged no errors")
-
-
-def _no_audit(c: ScenarioCheck, relative: str, detail: Detail) -> None:
-    if audit_applied(detail):
-        c.add(False, "no-audit-config", relative, "LoadGen applied an audit.config to a normal run")
-
-
 def rule_performance(c: ScenarioCheck) -> None:
     rel = f"{PERF}/mlperf_log_detail.txt"
     d = c.detail(rel)
     if d is None:
         return
-    _no_errors(c, rel, d)
-    _no_audit(c, rel, d)
+    no_loadgen_errors(c, rel, d)
+    no_audit_config(c, rel, d)
     mode = d.effective.get("test_mode")
     if mode != "PerformanceOnly":
         c.add(False, "test-mode", rel, f"test mode {mode!r}, expected PerformanceOnly")
@@ -252,116 +144,9 @@ def _server_latency(c: ScenarioCheck, rel: str, d: Detail) -> None:
     c.add(ok, "server-latency", rel, f"{key.replace('_', ' ')} {measured} vs bound {target} ns")
 
 
-def rule_accuracy(c: ScenarioCheck) -> None:
-    rel = "accuracy/mlperf_log_detail.txt"
-    d = c.detail(rel)
-    if d is not None:
-        _no_errors(c, rel, d)
-        _no_audit(c, rel, d)
-        mode = d.effective.get("test_mode")
-        if mode != "AccuracyOnly":
-            c.add(False, "test-mode", rel, f"test mode {mode!r}, expected AccuracyOnly")
-    log_rel = "accuracy/mlperf_log_accuracy.json"
-    if (c.path / log_rel).is_file():
-        try:
-            entries = parse_accuracy_log(c.path / log_rel)
-            c.add(bool(entries), "accuracy-log", log_rel, f"{len(entries)} responses logged")
-        except OutputError as exc:
-            c.add(False, "accuracy-log", log_rel, str(exc))
-    measurements = _measurements(c)
-    if measurements is None:
-        return
-    figure = (measurements.get("runs", {}).get("accuracy") or {}).get("accuracy")
-    if not isinstance(figure, dict):
-        c.add(False, "accuracy", "measurements.json", "no accuracy figure recorded (the accuracy run did not finish?)")
-        return
-    _accuracy_verdict(c, figure)
-
-
-def _accuracy_verdict(c: ScenarioCheck, figure: dict[str, Any]) -> None:
-    """`passed`/`reference_percent`/`threshold_percent` where the accuracy run could check
-    against labels; otherwise the figure is fidelity only, which is never a pass."""
-    kind, percent, total = figure.get("kind"), figure.get("percent"), figure.get("total")
-    shown = f"{kind}={percent:.3f}% over {total} samples" if isinstance(percent, (int, float)) else f"{kind}={percent}"
-    if figure.get("failed_samples"):
-        c.add(False, "accuracy", "measurements.json", f"{figure['failed_samples']} samples failed in the accuracy run")
-    passed, reference, threshold = figure.get("passed"), figure.get("reference_percent"), figure.get("threshold_percent")
-    if isinstance(passed, bool):
-        consistent = not (isinstance(threshold, (int, float)) and isinstance(percent, (int, float))
-                          and (percent >= threshold) != passed)
-        where = f" (FP32 reference {reference}%, needs {threshold}%)" if reference is not None else ""
-        if not consistent:
-            c.add(False, "accuracy", "measurements.json", f"{shown}: recorded verdict {passed} contradicts threshold {threshold}%")
-        else:
-            c.add(passed, "accuracy", "measurements.json", f"{shown}{where}: {'within' if passed else 'below'} 99% of FP32")
-        return
-    message = f"{shown}: no labelled check against FP32 (fidelity figure only, not an accuracy pass)"
-    if c.strict:
-        c.add(False, "accuracy", "measurements.json", f"{message}; a submission needs labelled accuracy")
-    else:
-        c.add(None, "accuracy", "measurements.json", message)
-
-
-def _measurements(c: ScenarioCheck) -> dict[str, Any] | None:
-    path = c.path / "measurements.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        c.add(False, "measurements", "measurements.json", f"not valid JSON ({exc})")
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def rule_compliance(c: ScenarioCheck) -> None:
-    for test in TESTS.values():
-        _compliance_test(c, test)
-    for test in OPTIONAL_TESTS.values():
-        if (c.path / test.name).is_dir():
-            _compliance_test(c, test)
-
-
-def _compliance_test(c: ScenarioCheck, test: ComplianceTest) -> None:
-    rel = f"{test.name}/{PERF}/mlperf_log_detail.txt"
-    d = c.detail(rel)
-    if d is not None:
-        _no_errors(c, rel, d)
-        _audit_settings(c, test, rel, d)
-    for check in test.checks:
-        vrel = f"{test.name}/verify_{check}.txt"
-        if (c.path / vrel).is_file():
-            said = read_verdict_file(c.path / vrel)
-            c.add(said is True, "compliance", vrel,
-                  {True: "TEST PASS", False: "TEST FAIL", None: "neither TEST PASS nor TEST FAIL"}[said])
-    # Recompute from the logs: a verdict file alone could be stale or edited.
-    try:
-        verdicts = verify(test, c.path, c.scenario)
-    except OutputError as exc:
-        c.add(False, "compliance", test.name, f"cannot verify from the logs: {exc}")
-        return
-    for verdict in verdicts:
-        c.add(verdict.passed, "compliance-recomputed", f"{test.name}/{verdict.filename}",
-              f"from the logs: {verdict.line()}")
-
-
-def _audit_settings(c: ScenarioCheck, test: ComplianceTest, rel: str, d: Detail) -> None:
-    wrong = []
-    if not audit_applied(d):
-        wrong.append("LoadGen did not apply an audit.config")
-    mode = d.effective.get("test_mode")
-    if mode != "PerformanceOnly":
-        wrong.append(f"test mode {mode!r}, expected PerformanceOnly")
-    for key, value in test.expected_effective().items():
-        got = d.effective.get(key)
-        if got is None or (bool(got) != bool(value) if isinstance(got, bool) else got != value):
-            wrong.append(f"{key} is {got}, {test.name} sets {value}")
-    c.add(not wrong, "audit-config", rel, "; ".join(wrong) if wrong else f"{test.name}'s audit.config and settings in effect")
-
-
 def rule_grade(c: ScenarioCheck) -> None:
     """Where the performance run's profile decides strictness, say which it was."""
-    data = _measurements(c) or {}
+    data = c.measurements() or {}
     grade = (data.get("submission") or {}).get("grade")
     if grade:
         c.rehearsal = grade if "rehearsal" in grade else None

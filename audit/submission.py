@@ -17,8 +17,13 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from audit.check import CheckReport, check_scenario
-from audit.compliance import OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceTest, Verdict, verify, write_verdicts
+from audit.compliance import (OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceTest, Verdict, compare_responses,
+                              verify, write_verdicts)
+from audit.test01_baseline import EXPECTED_FILE, expected_classes
+from harness.accuracy import AccuracyResult, predictions_from_log
 from harness.config import CliRequest, RunConfig, resolve
 from harness.errors import OutputError
 from harness.results import ResultPaths, update_measurements
@@ -41,6 +46,7 @@ class SubmissionOutcome:
     grade: str
     verdicts: list[Verdict]
     report: CheckReport
+    accuracy: AccuracyResult | None = None
 
     @property
     def rehearsal(self) -> bool:
@@ -52,10 +58,14 @@ class SubmissionOutcome:
 
     def render(self) -> str:
         lines = [f"submission run: {self.scenario_dir}", f"grade: {self.grade}"]
+        if self.accuracy is not None:
+            lines.append(f"  accuracy: {self.accuracy.verdict_line()}")
         lines += [f"  {v.line()}" for v in self.verdicts]
         lines.append(self.report.render())
-        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}"
-                     + (f" ({REHEARSAL_GRADE})" if self.rehearsal else ""))
+        notes = [REHEARSAL_GRADE] if self.rehearsal else []
+        if self.accuracy is not None and self.accuracy.passed is None:
+            notes.append("accuracy not judged: no verdict")
+        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}" + (f" ({'; '.join(notes)})" if notes else ""))
         return "\n".join(lines)
 
 
@@ -75,7 +85,7 @@ def run_submission(request: CliRequest, show_progress: bool = True, backend: Bac
     _claim_folders(paths, base.overwrite)
     dataset = dataset or make_dataset(performance)
     log.info("submission run (%s): accuracy run", grade_of(base))
-    execute(resolve(replace(base, mode="accuracy")), show_progress, backend, dataset)
+    accuracy = execute(resolve(replace(base, mode="accuracy")), show_progress, backend, dataset).accuracy
     log.info("submission run: performance run")
     execute(performance, show_progress, backend, dataset)
     verdicts: list[Verdict] = []
@@ -84,16 +94,19 @@ def run_submission(request: CliRequest, show_progress: bool = True, backend: Bac
         config = resolve(base)
         if test is TEST01:
             size_from_performance_run(config, paths.run_dir / "mlperf_log_detail.txt")
-        verdicts += run_compliance_test(test, config, show_progress, backend, dataset)
+        verdicts += run_compliance_test(test, config, show_progress, backend, dataset, accuracy)
     grade = grade_of(base)
     update_measurements(paths, {"submission": {
         "grade": grade, "run_profile": base.run_profile,
+        # Says "no verdict: why" where the figures carry no signal: never a silent pass.
+        "accuracy": accuracy.verdict_line() if accuracy is not None else None,
         "compliance": {f"{v.test}/{v.check}": v.passed for v in verdicts},
+        "part3": {f"{v.test}/{v.check}": v.part3.to_json() for v in verdicts if v.part3 is not None},
     }})
     report = CheckReport(paths.root, [check_scenario(paths.root, paths.scenario_dir)])
     (paths.scenario_dir / "check.txt").write_text(report.render() + "\n")
     update_measurements(paths, {"submission": {"check_passed": report.passed}})
-    return SubmissionOutcome(paths.scenario_dir, grade, verdicts, report)
+    return SubmissionOutcome(paths.scenario_dir, grade, verdicts, report, accuracy)
 
 
 # Margins on the performance run's measurement: latencies halved and Offline throughput
@@ -124,10 +137,13 @@ def size_from_performance_run(config: RunConfig, detail_path: Path) -> None:
 
 
 def run_compliance_test(test: ComplianceTest, config: RunConfig, show_progress: bool,
-                        backend: Backend | None, dataset: Dataset) -> list[Verdict]:
+                        backend: Backend | None, dataset: Dataset,
+                        accuracy: AccuracyResult | None = None) -> list[Verdict]:
     """One compliance test's performance run with its audit.config, in its own folder
     (LoadGen reads the file by the explicit path; nothing is written to the working
-    directory), then its verifications into verify_*.txt."""
+    directory), then its verifications into verify_*.txt. Where TEST01's responses differ
+    from the accuracy run's, Part III's reference is written first: the dataset's labels,
+    or the FP32 model's top-1 where `accuracy` (the accuracy run's) carries no signal."""
     paths = ResultPaths(Path(config.request.output), config.system_name, config.request.model,
                         config.scenario, "performance", test.name)
     test_dir = paths.scenario_dir / test.name
@@ -139,6 +155,14 @@ def run_compliance_test(test: ComplianceTest, config: RunConfig, show_progress: 
         config.provenance[f"loadgen.{attr}"] = f"{test.name} ({test.purpose})"
     log.info("submission run: %s (%s)", test.name, test.purpose)
     execute(config, show_progress, backend, dataset, ComplianceRun(test.name, audit_config))
+    if "accuracy" in test.checks:
+        reference_log = paths.scenario_dir / "accuracy" / "mlperf_log_accuracy.json"
+        test_log = paths.run_dir / "mlperf_log_accuracy.json"
+        compared = compare_responses(reference_log, test_log)
+        if compared.part3_applies:
+            log.info("%s: %s; running Part III (non-deterministic mode)", test.name, compared.reasons[0])
+            logged = np.array(sorted(predictions_from_log(test_log)), dtype=np.int64)
+            expected_classes(config, dataset, accuracy, logged).write(test_dir / EXPECTED_FILE)
     verdicts = verify(test, paths.scenario_dir, config.scenario)
     write_verdicts(test_dir, verdicts)
     for verdict in verdicts:

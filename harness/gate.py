@@ -74,14 +74,19 @@ def fidelity(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
     return figures
 
 
-def judge(figures: GateFigures, min_agreement: float = 0.99) -> GateVerdict:
-    """Labels: MLPerf's rule (top-1 >= 99% of FP32's). No labels: top-1 agreement with
-    FP32 of at least `min_agreement`."""
+def judge(figures: GateFigures, min_agreement: float = 0.99, classes: int = 1000) -> GateVerdict:
+    """Labels: MLPerf's rule (top-1 >= 99% of FP32's). No labels, or an FP32 top-1 at
+    chance on them (harness.accuracy.above_chance: 99% of it says nothing): top-1
+    agreement with FP32 of at least `min_agreement`."""
+    from harness.accuracy import above_chance
+
+    agreement_rule = f"top-1 agreement with FP32 >= {100 * min_agreement:g}%"
     if figures.top1 is not None and figures.reference_top1 is not None:
-        threshold = MLPERF_RELATIVE_ACCURACY * figures.reference_top1
-        return GateVerdict(figures.top1 >= threshold, "top-1 >= 99% of FP32's top-1", figures)
-    return GateVerdict(figures.agreement >= min_agreement,
-                       f"top-1 agreement with FP32 >= {100 * min_agreement:g}%", figures)
+        if above_chance(round(figures.reference_top1 * figures.samples), figures.samples, classes):
+            threshold = MLPERF_RELATIVE_ACCURACY * figures.reference_top1
+            return GateVerdict(figures.top1 >= threshold, "top-1 >= 99% of FP32's top-1", figures)
+        agreement_rule += " (FP32's top-1 on the labels is at chance: no label verdict)"
+    return GateVerdict(figures.agreement >= min_agreement, agreement_rule, figures)
 
 
 _CHUNK = 64

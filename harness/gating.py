@@ -126,6 +126,6 @@ def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
     finally:
         under_test.close()
         reference.close()
-    verdict = judge(figures, config.request.gate_min_agreement)
+    verdict = judge(figures, config.request.gate_min_agreement, spec.num_classes)
     log.info("%s", verdict.line())
     return verdict

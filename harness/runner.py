@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import gc
 import logging
@@ -20,7 +19,7 @@ import numpy as np
 
 from calibration.api import CalibrationResult
 from harness import __version__
-from harness.accuracy import AccuracyResult, predictions_from_log, reference_top1, score
+from harness.accuracy import AccuracyResult, score_run
 from harness.config import RunConfig, model_spec, resolve
 from harness.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
@@ -169,7 +168,7 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     detail = parse_detail(paths.run_dir / "mlperf_log_detail.txt")
     accuracy = None
     if r.mode == "accuracy" and stats["failure"] is None:
-        accuracy = _score_accuracy(config, paths, dataset)
+        accuracy = score_run(config, paths.run_dir, dataset)
     system = describe_system(config.system_name, config.device.device, config.device.count, backend_info)
     result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
     result["environment"] = {k: v for k, v in system.items() if k != "backend"}
@@ -374,32 +373,6 @@ def warmup_batch_seconds(backend: Backend, batch: int, budget_s: float = 0.5, mo
     per_batch = backend.time_tight_loop(batch, 1)
     iterations = max(1, min(most, int(budget_s / max(per_batch, 1e-6))))
     return backend.time_tight_loop(batch, iterations) / iterations
-
-
-def _score_accuracy(config: RunConfig, paths: ResultPaths, dataset: Dataset) -> AccuracyResult:
-    predictions = predictions_from_log(paths.run_dir / "mlperf_log_accuracy.json")
-    labels = dataset.labels()
-    spec, device = model_spec(config), config.device.device
-    scored = np.fromiter(predictions.keys(), dtype=np.int64, count=len(predictions))
-    if labels is not None:
-        result = score(predictions, labels, "accuracy")
-        if config.request.precision == "fp32" and config.backend == "torch":
-            # The run is the FP32 reference itself.
-            reference_percent, source = result.percent, "this run (FP32 torch)"
-        else:
-            reference = reference_top1(spec, dataset, device, scored)
-            reference_percent = score({int(i): int(reference[i]) for i in scored}, labels, "accuracy").percent
-            source = "FP32 torch on the same samples"
-        result = dataclasses.replace(result, reference_percent=reference_percent)
-        note = f"top-1 against the dataset's labels; FP32 reference: {source}"
-        lines = [result.line(), result.verdict_line(), f"# {note}"]
-    else:
-        reference = reference_top1(spec, dataset, device, scored)
-        result = score(predictions, reference, "fp32_agreement")
-        lines = [result.line(), "# agreement with the FP32 reference model's top-1 on synthetic data, which has "
-                 "no labels: a fidelity figure, not an accuracy; no pass/fail"]
-    (paths.run_dir / "accuracy.txt").write_text("\n".join(line for line in lines if line) + "\n")
-    return result
 
 
 def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, backend_info: dict[str, Any],

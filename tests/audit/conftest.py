@@ -7,20 +7,22 @@ stable enough on a busy 2-core machine for the 10% comparisons the compliance te
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 
 from audit.submission import SubmissionOutcome, run_submission
+from harness.accuracy import reference_top1
 from harness.config import CliRequest, model_spec, resolve
 from harness.runner import backend_options
-from sut.backends.base import DonePending
+from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
 from sut.backends.null_backend import NullBackend, checksum_class
-from sut.data import SyntheticDataset
+from sut.data import Dataset, SyntheticDataset
 
 # 40 ms per query: on a busy 2-core machine a waking thread can wait a few ms for a core,
 # which must stay well inside the compliance tests' 10% at the 90th percentile. 64 queries
@@ -78,6 +80,29 @@ class InconsistentBackend(PacedBackend):
         return DonePending(((top1 + self._batches) % self.model.num_classes).astype(np.int32))
 
 
+class ReferenceBackend(PacedBackend):
+    """Answers the FP32 reference model's top-1 (`answers`: pixels -> class), except that
+    after its first run, the accuracy run, each sample in `flipped` answers another class:
+    a few of them are fp16's batch-dependent flips of near-tied classes, many are a SUT
+    whose performance-mode answers are wrong."""
+
+    def __init__(self, model: ModelSpec, options: BackendOptions, answers: dict[bytes, int],
+                 flipped: frozenset[bytes] = frozenset()) -> None:
+        super().__init__(model, options)
+        self._reference, self._flipped, self._runs = answers, flipped, 0
+
+    def allocate_staging(self, capacity: int) -> None:
+        super().allocate_staging(capacity)
+        self._runs += 1  # once per run, by its QSL
+
+    def stage(self, rows: np.ndarray, samples: np.ndarray) -> None:
+        keys = [sample.tobytes() for sample in samples]
+        answers = [self._reference[key] for key in keys]
+        if self._runs > 1:
+            answers = [(a + 1) % self.model.num_classes if key in self._flipped else a for key, a in zip(keys, answers)]
+        self._answers[rows] = answers
+
+
 class LabelledSynthetic(SyntheticDataset):
     """Synthetic images labelled with their pixel checksum: the null-like backends score
     100% against these labels, and no FP32 torch reference is needed to score them."""
@@ -89,14 +114,47 @@ class LabelledSynthetic(SyntheticDataset):
         return {**super().describe(), "labels": "pixel checksums (test double)"}
 
 
-def submit(output: Path, backend_cls: type[NullBackend] = PacedBackend, alternate_seeds: bool = False,
-           **overrides: Any) -> SubmissionOutcome:
+def submit(output: Path, backend_cls: Callable[..., Backend] = PacedBackend, alternate_seeds: bool = False,
+           dataset: Dataset | None = None, **overrides: Any) -> SubmissionOutcome:
     request = CliRequest(**{**SUBMISSION, "output": output, **overrides})
     config = resolve(request)
     backend = backend_cls(model_spec(config), backend_options(config))
     backend.load()
     return run_submission(request, show_progress=False, backend=backend,
-                          dataset=LabelledSynthetic(count=SAMPLES, image_size=32), alternate_seeds=alternate_seeds)
+                          dataset=dataset or LabelledSynthetic(count=SAMPLES, image_size=32),
+                          alternate_seeds=alternate_seeds)
+
+
+# TEST01 Part III runs: Offline, so that every one of the samples is logged many times over
+# and a single flipped sample is a known 1/128 of the logged ones (within MLPerf's 1%).
+PART3_SAMPLES = 128
+PART3 = dict(scenario="Offline", dataset_count=PART3_SAMPLES, max_batch=64, min_duration_ms=600)
+
+
+@pytest.fixture(scope="session")
+def fp32_answers() -> dict[bytes, int]:
+    """Pixels -> the FP32 (seeded) reference model's top-1, for Part III's synthetic data."""
+    config = resolve(CliRequest(**{**SUBMISSION, **PART3, "output": Path("unused")}))
+    dataset = SyntheticDataset(count=PART3_SAMPLES, image_size=32)
+    top1 = reference_top1(model_spec(config), dataset, "cpu")
+    samples = dataset.load(np.arange(PART3_SAMPLES))
+    return {sample.tobytes(): int(cls) for sample, cls in zip(samples, top1)}
+
+
+def submit_flipping(output: Path, answers: dict[bytes, int], flips: int) -> SubmissionOutcome:
+    """A Part III rehearsal: synthetic data without labels, seeded weights, and a SUT that
+    answers as the FP32 reference does except on `flips` samples after the accuracy run."""
+    dataset = SyntheticDataset(count=PART3_SAMPLES, image_size=32)
+    flipped = frozenset(sample.tobytes() for sample in dataset.load(np.arange(flips)))
+    factory = functools.partial(ReferenceBackend, answers=answers, flipped=flipped)
+    return submit(output, factory, dataset=dataset, **PART3)
+
+
+@pytest.fixture(scope="session")
+def part3_submission(tmp_path_factory: pytest.TempPathFactory, fp32_answers) -> SubmissionOutcome:
+    """One sample of 128 flips between the accuracy and the performance runs: TEST01's byte
+    comparison fails, Part III passes (delta 0.787%). Shared read-only."""
+    return submit_flipping(tmp_path_factory.mktemp("part3") / "out", fp32_answers, flips=1)
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +164,19 @@ def good_submission(tmp_path_factory: pytest.TempPathFactory) -> SubmissionOutco
     return submit(tmp_path_factory.mktemp("good") / "out", alternate_seeds=True)
 
 
+def copy_tree(outcome: SubmissionOutcome, destination: Path) -> Path:
+    """A private copy of a shared submission's output root."""
+    shutil.copytree(outcome.scenario_dir.parents[3], destination)
+    return destination
+
+
 @pytest.fixture
 def good_tree(good_submission: SubmissionOutcome, tmp_path: Path) -> Path:
     """A private copy of the honest submission's output root."""
-    root = good_submission.scenario_dir.parents[3]
-    copy = tmp_path / "tree"
-    shutil.copytree(root, copy)
-    return copy
+    return copy_tree(good_submission, tmp_path / "tree")
+
+
+@pytest.fixture
+def part3_tree(part3_submission: SubmissionOutcome, tmp_path: Path) -> Path:
+    """A private copy of the Part III submission's output root."""
+    return copy_tree(part3_submission, tmp_path / "part3")

@@ -48,9 +48,14 @@ def edit_measurements(tree: Path, change: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(data))
 
 
+def trained(data: dict, **figure) -> None:
+    """As if the accuracy run had trained weights on labelled data, with these figures."""
+    data["runs"]["accuracy"]["config"]["request"]["weights"] = "torchvision"
+    data["runs"]["accuracy"]["accuracy"].update(kind="accuracy", reference_good=None, no_verdict=None, **figure)
+
+
 def low_accuracy(data: dict) -> None:
-    data["runs"]["accuracy"]["accuracy"].update(
-        kind="accuracy", percent=60.0, reference_percent=76.46, threshold_percent=75.6954, passed=False)
+    trained(data, percent=60.0, good=60, total=100, reference_percent=76.46, threshold_percent=75.6954, passed=False)
 
 
 def tamper_test01_response(tree: Path) -> None:
@@ -126,7 +131,7 @@ def test_strict_mode_applies_submission_durations_and_counts(good_tree):
     assert f"rules need {MIN_DURATION_MS}" in messages["min-duration"]
     assert f"rules need {MIN_QUERIES['SingleStream']}" in messages["min-query-count"]
     assert "rules need 1024" in messages["performance-sample-count"]
-    assert "a submission needs labelled accuracy" in messages["accuracy"]
+    assert "a submission needs an accuracy verdict" in messages["accuracy"]
 
 
 def test_submission_profile_tree_is_checked_strictly_by_default(good_tree):
@@ -136,14 +141,74 @@ def test_submission_profile_tree_is_checked_strictly_by_default(good_tree):
     assert ("min-duration", f"{SYSTEM_DIR}/{PERF_DETAIL}") in failures(report)
 
 
+def accuracy_finding(tree: Path, strict: bool | None = None):
+    return next(f for f in check_tree(tree, strict=strict).scenarios[0].findings if f.rule == "accuracy")
+
+
 def test_labelled_accuracy_that_passes_is_a_pass_and_without_verdict_only_a_note(good_tree):
-    edit_measurements(good_tree, lambda d: d["runs"]["accuracy"]["accuracy"].update(
-        percent=76.0, reference_percent=76.46, threshold_percent=75.6954, passed=True))
-    findings = {f.rule: f for f in check_tree(good_tree).scenarios[0].findings}
-    assert findings["accuracy"].status == "PASS"
-    edit_measurements(good_tree, lambda d: d["runs"]["accuracy"]["accuracy"].update(passed=None))
-    findings = {f.rule: f for f in check_tree(good_tree).scenarios[0].findings}
-    assert findings["accuracy"].status == "NOTE" and "not an accuracy pass" in findings["accuracy"].message
+    edit_measurements(good_tree, lambda d: trained(
+        d, percent=76.0, good=7600, total=10000, reference_percent=76.46, threshold_percent=75.6954, passed=True))
+    assert accuracy_finding(good_tree).status == "PASS"
+    edit_measurements(good_tree, lambda d: d["runs"]["accuracy"]["accuracy"].update(passed=None, reference_percent=None))
+    finding = accuracy_finding(good_tree)
+    assert finding.status == "NOTE" and "never an accuracy pass" in finding.message
+
+
+@pytest.mark.parametrize("figure, reason", [
+    # Trained weights, but an FP32 reference at chance (1 of 512 right of 1000 classes).
+    (dict(percent=0.195, good=1, total=512, reference_percent=0.195, threshold_percent=0.193, passed=True),
+     "not above chance for 1000 classes"),
+    # The old code on the H200: 0% of a 0% reference, recorded as a pass.
+    (dict(percent=0.0, good=0, total=512, reference_percent=0.0, threshold_percent=0.0, passed=True), "not above chance"),
+])
+def test_no_signal_is_a_note_when_relaxed_and_a_failure_when_strict(good_tree, figure, reason):
+    edit_measurements(good_tree, lambda d: trained(d, **figure))
+    relaxed = accuracy_finding(good_tree)
+    assert relaxed.status == "NOTE" and reason in relaxed.message and "recorded PASS refused" in relaxed.message
+    strict = accuracy_finding(good_tree, strict=True)
+    assert strict.status == "FAIL" and "a submission needs an accuracy verdict" in strict.message
+
+
+def test_seeded_weights_never_get_an_accuracy_verdict(good_tree):
+    # The shared tree is a seeded rehearsal: the record says so, and the checker agrees.
+    finding = accuracy_finding(good_tree)
+    assert finding.status == "NOTE" and "no verdict" in finding.message and "seeded weights" in finding.message
+    edit_measurements(good_tree, lambda d: d["runs"]["accuracy"]["accuracy"].update(no_verdict=None, passed=True))
+    assert "seeded weights" in accuracy_finding(good_tree).message  # the run's weights, not the record's claim
+
+
+def test_part3_tree_passes_the_check(part3_tree):
+    report = check_tree(part3_tree)
+    assert report.passed, report.render()
+    assert "TEST FAIL in deterministic mode; non-deterministic mode (Part III)" in report.render()
+
+
+def part3_file(tree: Path, name: str) -> Path:
+    return tree / "results/CPU_null_fp32/resnet18/Offline/TEST01" / name
+
+
+@pytest.mark.parametrize("edit, rule, file, words", [
+    # A better figure written over the real one: within the delta, but not what the logs score.
+    (lambda t: part3_file(t, "accuracy/compliance_accuracy.txt").write_text(
+        "fp32_agreement=100.000%, good=128, total=128\n"), "compliance-recomputed", "TEST01/accuracy",
+     "compliance_accuracy.txt says fp32_agreement=100.000%, good=128, total=128, the logs score "
+     "fp32_agreement=99.219%, good=127, total=128"),
+    # The verify file claiming the byte comparison passed.
+    (lambda t: part3_file(t, "verify_accuracy.txt").write_text("TEST PASS\n"),
+     "compliance-recomputed", "TEST01/verify_accuracy.txt", "says TEST PASS, the logs give TEST FAIL"),
+    (lambda t: part3_file(t, "accuracy/baseline_accuracy.txt").unlink(),
+     "compliance", "TEST01/verify_accuracy.txt", "missing or extra: baseline_accuracy.txt"),
+    (lambda t: part3_file(t, "accuracy/mlperf_log_accuracy.json").write_text("[]"),
+     "compliance-recomputed", "TEST01/accuracy", "is not a copy of"),
+    (lambda t: part3_file(t, "expected_top1.json").unlink(),
+     "compliance-recomputed", "TEST01/verify_accuracy.txt", "no expected_top1.json"),
+])
+def test_part3_tampering_is_caught(part3_tree, edit, rule, file, words):
+    edit(part3_tree)
+    report = check_tree(part3_tree)
+    assert not report.passed
+    found = [f for s in report.scenarios for f in s.findings if f.status == "FAIL" and f.rule == rule]
+    assert any(f.file.endswith(file) and words in f.message for f in found), report.render()
 
 
 def test_empty_folder_fails(tmp_path):
