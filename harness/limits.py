@@ -99,7 +99,10 @@ def device_memory(device: str) -> Memory | None:
         return None
     import torch
 
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    try:
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+    except RuntimeError:  # a broken CUDA setup: the backend's load says what is wrong
+        return None
     return Memory(int(free), f"free memory of {device}")
 
 

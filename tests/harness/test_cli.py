@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.loadgen_log import parse_detail
+
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny valid run: a few seconds on two CPU cores.
 TINY = ["--image-size", "32", "--model", "resnet18", "--dataset-count", "64",
@@ -310,9 +312,11 @@ def test_plain_server_run_on_the_cpu_has_the_queries_p99_needs(cache_dir: Path, 
     assert proc.returncode == 0, proc.stderr
     result = run_result(out, "Server")
     assert result["config"]["loadgen"]["min_query_count"] == 1001  # p99 with three queries over the bound
-    summary = result["summary"]
-    # A busy shared host may still break the 15 ms bound: then that is the reason, not the count.
-    assert summary["valid"] or "Performance constraints satisfied: NO" in summary["invalid_reasons"], summary
+    # With three or fewer queries over the 15 ms bound, 1001 queries meet early stopping; a busy
+    # shared host may stall more of them than that, and then the latency is the reason, not the count.
+    (run_dir,) = out.glob("results/*/resnet18/Server/performance/run_1")
+    over = parse_detail(run_dir / "mlperf_log_detail.txt").result["overlatency_query_count"]
+    assert result["summary"]["valid"] or over > 3, (over, result["summary"])
 
 
 def test_max_batch_in_singlestream(cache_dir: Path, out: Path) -> None:

@@ -84,3 +84,21 @@ def test_available_memory_sees_the_address_space_limit() -> None:
     available = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                    check=True).stdout.split()[0])
     assert 0 < available < 8 << 30  # less than the limit: what the process already maps is counted
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_a_batch_beyond_the_gpu_is_refused_before_the_backend_loads() -> None:
+    free = limits.device_memory("cuda:0")
+    assert free is not None and free.available > 0
+    with pytest.raises(ConfigError, match="of device memory.*max_batch 10,000,000 from CLI"):
+        resolve(CliRequest(gpu="auto", backend="torch", precision="fp16", max_batch=10_000_000))
+    assert resolve(CliRequest(gpu="auto", backend="torch", precision="fp16", max_batch=256)).knobs["max_batch"] == 256
