@@ -28,7 +28,8 @@ from harness.config import CliRequest, RunConfig, resolve
 from harness.errors import OutputError
 from harness.results import ResultPaths, update_measurements
 from harness.loadgen_log import parse_detail
-from harness.runner import MEASURED_SOURCE, SIZING_ATTRS, ComplianceRun, execute, make_dataset
+from harness.runner import ComplianceRun, execute, make_dataset
+from harness.sizing import MEASURED_SOURCE, SIZING_ATTRS
 from sut.backends.base import Backend
 from sut.data import Dataset
 

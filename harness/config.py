@@ -9,17 +9,21 @@ next to the results so a reader sees why a run used what it used.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from harness.device import DeviceChoice, resolve_device
+from harness import limits
 from harness.errors import BackendError, ConfigError, DeviceError
 from harness.userconf import UserConf, key_rule, to_attr_value
 from scenarios.profiles import load_run_profile
 from sut.backends.base import MODELS, PRECISIONS, ModelSpec
-from sut.settings import SCENARIOS, mlperf_rules
+from sut.settings import SCENARIOS, check_settings, mlperf_rules, setting
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "null")
 DATASETS = ("synthetic", "imagenet")
@@ -110,6 +114,25 @@ class CliRequest:
             raise ConfigError(f"--image-size must be at least 32 (ResNet downsamples 32x), got {self.image_size}")
         if self.dataset == "imagenet" and self.dataset_path is None:
             raise ConfigError("--dataset imagenet needs --dataset-path DIR (a folder with val_map.txt)")
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        """The calibration options, by `python -m calibration`'s own rules (CalibrationConfig),
+        so that a flag the run would drop is refused as that command refuses it."""
+        if self.calibration_list is not None and self.precision != "int8":
+            raise ConfigError(f"--calibration-list is for --precision int8 (only INT8 is calibrated), "
+                              f"not {self.precision}")
+        if self.precision != "int8":
+            return
+        from calibration.api import CalibrationConfig
+
+        imagenet = self.dataset == "imagenet"
+        CalibrationConfig(dataset=self.dataset, dataset_path=self.dataset_path if imagenet else None,
+                          calibration_list=self.calibration_list, count=self.calibration_count,
+                          seed=self.calibration_seed, algorithm=self.calibration_algorithm,
+                          percentile=self.calibration_percentile)
+        if self.calibration_list is not None and not Path(self.calibration_list).expanduser().is_file():
+            raise ConfigError(f"--calibration-list {self.calibration_list}: no such file")
 
 
 @dataclass
@@ -141,7 +164,43 @@ class RunConfig:
             "knobs": self.knobs,
             "loadgen": self.loadgen,
             "provenance": self.provenance,
+            # Empty: these settings meet MLPerf's rules (the data and weights are another matter).
+            "submission_shortfalls": submission_shortfalls(self),
         }
+
+
+# How a run's LoadGen settings must compare with the submission profile's (MLPerf's rules,
+# as mlperf.conf compiles them into LoadGen, else LoadGen's defaults) to be submission-grade.
+_AT_LEAST = ("min_duration_ms", "min_query_count", "performance_sample_count_override")
+_SAME = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed", "performance_issue_unique",
+         "performance_issue_same", "sample_concatenate_permutation")
+_PER_SCENARIO_RULES = {
+    # A latency bound may be tighter, a percentile higher, than the rule; never the reverse.
+    "Server": {"server_target_latency_ns": "at most", "server_target_latency_percentile": "at least"},
+    "SingleStream": {"single_stream_target_latency_percentile": "at least"},
+    "MultiStream": {"multi_stream_target_latency_percentile": "at least", "multi_stream_samples_per_query": "same"},
+    "Offline": {},
+}
+
+
+def submission_shortfalls(config: RunConfig) -> list[str]:
+    """Each way the run's LoadGen settings fall short of the submission profile, e.g.
+    'min_duration_ms 1000 < 600000 (from user.conf u.conf:1)'."""
+    scenario = config.scenario
+    rules = {**mlperf_rules(scenario), **load_run_profile("submission").settings_for(scenario)}
+    checks = {**{a: "at least" for a in _AT_LEAST}, **{a: "same" for a in _SAME}, **_PER_SCENARIO_RULES[scenario]}
+    shortfalls = []
+    for attr, how in checks.items():
+        rule = rules[attr] if attr in rules else setting({}, attr)
+        value = setting(config.loadgen, attr)
+        if attr == "performance_sample_count_override" and value == 0:  # LoadGen: the whole dataset
+            value = limits.dataset_count_hint(config.request) or rule
+        short = {"at least": value < rule, "at most": value > rule, "same": value != rule}[how]
+        if short:
+            sign = {"at least": "<", "at most": ">", "same": "!="}[how]
+            source = config.provenance.get(f"loadgen.{attr}", "LoadGen default")
+            shortfalls.append(f"{attr} {value:g} {sign} {rule:g} (from {source})")
+    return shortfalls
 
 
 def model_spec(config: RunConfig) -> ModelSpec:
@@ -167,6 +226,7 @@ def choose_backend(request: CliRequest, device: DeviceChoice) -> str:
             raise BackendError(f"the onnxruntime backend runs fp32 and int8; use --backend torch for {precision}")
         if not _installed("onnxruntime"):
             raise BackendError("onnxruntime is not installed: pip install onnxruntime")
+    _check_backend_flags(request, backend, on_cpu)
     if backend == "torch":
         if precision == "int8":
             raise BackendError(
@@ -178,6 +238,17 @@ def choose_backend(request: CliRequest, device: DeviceChoice) -> str:
                 "use --precision fp32 on the CPU"
             )
     return backend
+
+
+def _check_backend_flags(request: CliRequest, backend: str, on_cpu: bool) -> None:
+    """Flags that only some backends act on: refused elsewhere rather than silently dropped."""
+    if request.compile and backend != "torch":
+        raise ConfigError(f"--compile is torch.compile, which the {backend} backend does not use; "
+                          "drop --compile or use --backend torch")
+    if request.staging is not None and (on_cpu or backend not in ("torch", "tensorrt")):
+        where = "on the CPU" if on_cpu else f"with the {backend} backend"
+        raise ConfigError(f"--staging applies to CUDA runs of the torch and tensorrt backends; {where} the "
+                          "performance set is always in host memory: drop --staging")
 
 
 TENSORRT_MISSING = (
@@ -241,7 +312,33 @@ def resolve(request: CliRequest) -> RunConfig:
         knobs.apply("CPU device", {"in_flight": 1, "cuda_graphs": False})
     provenance = {f"knob.{k}": v for k, v in knobs.sources.items()}
     provenance.update({f"loadgen.{k}": v for k, v in loadgen.sources.items()})
-    return RunConfig(request, device, backend, knobs.values, loadgen.values, provenance)
+    config = RunConfig(request, device, backend, knobs.values, loadgen.values, provenance)
+    check_bounds(config)
+    _warn_if_wait_exceeds_bound(config)
+    if request.run_profile == "submission" and (shortfalls := submission_shortfalls(config)):
+        log.warning("not a submission-grade run: %s", "; ".join(shortfalls))
+    return config
+
+
+def _warn_if_wait_exceeds_bound(config: RunConfig) -> None:
+    """A Server batch that may wait for company as long as the latency bound fails it
+    whenever the load is light: say so before the run rather than after."""
+    if config.scenario != "Server":
+        return
+    wait_ms = int(config.knobs["batch_timeout_us"]) / 1e3
+    bound_ms = float(setting(config.loadgen, "server_target_latency_ns")) / 1e6
+    if wait_ms >= bound_ms:
+        log.warning("this run will likely be INVALID: a batch may wait %g ms to fill (batch_timeout_us from %s), "
+                    "as long as the %g ms latency bound; use a shorter --batch-timeout-us", wait_ms,
+                    config.provenance.get("knob.batch_timeout_us", "default"), bound_ms)
+
+
+def check_bounds(config: RunConfig) -> None:
+    """Everything the run will allocate or hand LoadGen, checked before anything is created:
+    LoadGen's value types, threads, and memory for what the settings size."""
+    check_settings(config.loadgen, {k.removeprefix("loadgen."): v for k, v in config.provenance.items()})
+    limits.check_threads(config.knobs.get("threads"), config.provenance.get("knob.threads", "CLI"))
+    limits.check_fits(config, limits.dataset_count_hint(config.request))
 
 
 def _loadgen_layers(request: CliRequest, profile_values: dict[str, Any], profile_name: str) -> _Layers:

@@ -78,5 +78,7 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         lines.append(f"note: {result['weights_note']}")
     if request["run_profile"] != "submission":
         lines.append("note: quick run profile: shortened durations, not a submission-grade result")
+    elif config.get("submission_shortfalls"):
+        lines.append(f"note: not a submission-grade result: {'; '.join(config['submission_shortfalls'])}")
     lines.append(f"results: {run_dir}")
     return "\n".join(lines)

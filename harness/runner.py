@@ -26,6 +26,7 @@ from harness.loadgen_log import Summary, parse_detail, parse_summary
 from harness.power import open_meter, with_efficiency
 from harness.progress import Progress
 from harness.results import ResultPaths, prepare_run_dir, record_run, write_json_atomic
+from harness.sizing import size_run_from_warmup
 from harness.system import describe_system
 from harness.userconf import render as render_user_conf
 from sut.backends import create_backend
@@ -323,56 +324,6 @@ def _wait_for_loadgen(runner: threading.Thread, sut: LoadgenSUT) -> None:
             )
 
 
-# Expected latency / throughput only size LoadGen's query schedule. Set too slow, LoadGen
-# runs out of queries ("Ending early", an error) or ends Offline before min duration.
-SIZING_ATTRS = {
-    "SingleStream": "single_stream_expected_latency_ns",
-    "MultiStream": "multi_stream_expected_latency_ns",
-    "Offline": "offline_expected_qps",
-}
-# A measurement from a full run of the same system (set by audit/ for compliance runs).
-MEASURED_SOURCE = "measured by the performance run"
-# A warm-up on a busy or still-warming host underestimates the rate; LoadGen's own 10%
-# Offline margin was not enough on the 2-core CPU (runs ended at 4.6-4.8 s of 5 s). Too high
-# costs only a longer run; too low makes the run INVALID.
-OFFLINE_WARMUP_HEADROOM = 1.25
-# Sources a warm-up never replaces: the user's own values and a real run's measurement.
-_KEPT_SOURCES = ("user.conf", "CLI", MEASURED_SOURCE)
-
-
-def size_run_from_warmup(config: RunConfig, backend: Backend, budget_s: float = 0.5) -> None:
-    """Replace a too-conservative profile or mlperf.conf sizing value by a warm-up
-    measurement; values the user set (user.conf, CLI) or a full run measured are left alone."""
-    attr = SIZING_ATTRS.get(config.scenario)
-    if attr is None:
-        return
-    source = config.provenance.get(f"loadgen.{attr}", "")
-    if source.startswith(_KEPT_SOURCES):
-        return
-    batch = int(config.knobs["max_batch"])
-    per_batch = warmup_batch_seconds(backend, batch, budget_s)
-    current = config.loadgen.get(attr)
-    if attr == "offline_expected_qps":
-        measured: float = OFFLINE_WARMUP_HEADROOM * batch / per_batch
-        better = current is None or measured > current
-    else:
-        # Half the warm-up time: a run that turns out faster than its warm-up (a busy host
-        # during the warm-up) must still not run out of queries; the only cost of a low
-        # expected latency is a longer pre-generated schedule.
-        measured = int(per_batch * 1e9 / 2)
-        better = current is None or measured < current
-    if better:
-        log.info("sizing: %s %s -> %s (warm-up measurement; was %s from %s)", attr, current, measured, current, source)
-        config.loadgen[attr] = measured
-        config.provenance[f"loadgen.{attr}"] = f"warm-up measurement (replaced {current} from {source or 'default'})"
-
-
-def warmup_batch_seconds(backend: Backend, batch: int, budget_s: float = 0.5, most: int = 50) -> float:
-    """Seconds per batch of `batch` staged rows in the backend's own loop, over about
-    `budget_s` (at least one, at most `most` batches)."""
-    per_batch = backend.time_tight_loop(batch, 1)
-    iterations = max(1, min(most, int(budget_s / max(per_batch, 1e-6))))
-    return backend.time_tight_loop(batch, iterations) / iterations
 
 
 def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, backend_info: dict[str, Any],

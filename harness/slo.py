@@ -10,6 +10,11 @@ phase)` and reads the attempt's verdict. It brackets the answer with short runs 
 halving the load from a start), bisects the bracket to a tolerance, then confirms the
 highest valid load with a full-length run, stepping down and confirming again while a
 confirmation fails. Every attempt is kept.
+
+Only a latency failure is fixed by a lower load. An attempt that failed another of
+LoadGen's rules (early stopping or the minimum query count with latency within the bound:
+a lower load only gives fewer queries in the same time) ends the stepping down, and the
+result says which rule failed.
 """
 
 from __future__ import annotations
@@ -69,6 +74,20 @@ class Attempt:
     achieved_qps: float | None = None
     measurements: str | None = None  # measurements.json, relative to the study folder
     invalid_reasons: list[str] = field(default_factory=list)
+    # The LoadGen rule an invalid attempt failed (one of RULES); None where valid or unknown.
+    failed_rule: str | None = None
+
+    def why(self) -> str:
+        """One line: the load, the latency and the rule it failed."""
+        p99 = self.latency_ms.get("p99")
+        line = f"at {self.target_qps:,.1f} QPS" + (f" p99 was {p99:.1f} ms" if p99 is not None else "")
+        if self.failed_rule is None:
+            return line
+        # LoadGen's own words on the count: "Processed 64 queries. Would need to run at least 395 more ..."
+        detail = " ".join(r.split(",")[0].rstrip(".") + "." for r in self.invalid_reasons if "queries" in r)
+        if self.failed_rule == LATENCY or not detail:
+            return f"{line} and the run failed LoadGen's {self.failed_rule} rule"
+        return f"{line} and the run failed LoadGen's {self.failed_rule} rule ({detail.rstrip('.')})"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +98,19 @@ class Attempt:
 
 
 Trial = Callable[[float, int, str], Attempt]
+LATENCY = "latency bound"
+RULES = (LATENCY, "early stopping", "min queries", "min duration")
+
+
+def failed_rule(perf_constraints: bool | None, early_stopping: bool | None, min_queries: bool | None,
+                min_duration: bool | None) -> str | None:
+    """Which of LoadGen's rules an invalid Server run failed, from its summary's lines
+    ("Performance constraints satisfied" and the others); the latency bound first, since
+    over-latency queries also make early stopping fail. None where none says NO."""
+    for rule, satisfied in zip(RULES, (perf_constraints, early_stopping, min_queries, min_duration)):
+        if satisfied is False:
+            return rule
+    return None
 
 
 @dataclass(frozen=True)
@@ -107,10 +139,19 @@ class SearchResult:
     confirmed: bool  # a full-length run at max_qps was VALID
     attempts: list[Attempt]
     bracketed: bool  # an invalid load above max_qps was seen (else the search hit its limit)
+    # Why the search stopped stepping down: the last attempt failed a rule other than the
+    # latency bound, which a lower load cannot fix. None where it ran its course.
+    stopped: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"max_qps": self.max_qps, "confirmed": self.confirmed, "bracketed": self.bracketed,
-                "attempts": [a.to_json() for a in self.attempts]}
+                "stopped": self.stopped, "attempts": [a.to_json() for a in self.attempts]}
+
+
+def _not_fixed_by_less_load(attempt: Attempt) -> str | None:
+    if attempt.valid or attempt.failed_rule in (None, LATENCY):
+        return None
+    return f"{attempt.why()}: a lower load would only run fewer queries in the same time, so the search stopped"
 
 
 def search_max_qps(trial: Trial, settings: SearchSettings) -> SearchResult:
@@ -120,6 +161,9 @@ def search_max_qps(trial: Trial, settings: SearchSettings) -> SearchResult:
         attempt = trial(qps, duration_ms, phase)
         attempts.append(attempt)
         return attempt.valid
+
+    def stop() -> str | None:
+        return _not_fixed_by_less_load(attempts[-1])
 
     s = settings
     lo: float | None = None
@@ -134,13 +178,15 @@ def search_max_qps(trial: Trial, settings: SearchSettings) -> SearchResult:
                 break
     else:
         hi = s.start_qps
-        while hi / 2 >= s.floor_qps:
+        while (stopped := stop()) is None and hi / 2 >= s.floor_qps:
             if ok(hi / 2, s.search_ms, "search"):
                 lo = hi / 2
                 break
             hi /= 2
         if lo is None:
-            return SearchResult(None, False, attempts, bracketed=True)
+            if stopped is None:
+                stopped = f"{attempts[-1].why()}; the load reached the search's floor of {s.floor_qps:g} QPS"
+            return SearchResult(None, False, attempts, bracketed=True, stopped=stopped)
     for _ in range(s.max_bisections):
         if hi is None or (hi - lo) / hi <= s.tolerance:
             break
@@ -153,5 +199,7 @@ def search_max_qps(trial: Trial, settings: SearchSettings) -> SearchResult:
     for _ in range(s.max_step_downs + 1):
         if ok(candidate, s.confirm_ms, "confirm"):
             return SearchResult(candidate, True, attempts, bracketed=hi is not None)
+        if (stopped := stop()) is not None:
+            return SearchResult(candidate, False, attempts, bracketed=hi is not None, stopped=stopped)
         candidate *= 1 - s.step_down
     return SearchResult(candidate / (1 - s.step_down), False, attempts, bracketed=hi is not None)

@@ -28,15 +28,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from harness import limits
 from harness.argtypes import OneLineParser, float_in, int_at_least
 from harness.config import BACKENDS, RunConfig, resolve
 from harness.curves import DEFAULT_LADDER, ladder, spread
-from harness.errors import BackendError, RunFailed
-from harness.results import ResultPaths, load_measurements
+from harness.errors import BackendError, OutputError, RunFailed
+from harness.loadgen_log import parse_summary
+from harness.results import LOADGEN_FILES, ResultPaths, load_measurements
 from harness.gating import GateFailed
-from harness.runner import (CalibratedOn, RunAbandoned, execute, load_backend, make_dataset, quality_checks,
-                            warmup_batch_seconds)
-from harness.slo import Attempt, SearchSettings, parse_slo, search_max_qps
+from harness.runner import CalibratedOn, RunAbandoned, execute, load_backend, make_dataset, quality_checks
+from harness.sizing import warmup_batch_seconds
+from harness.slo import Attempt, SearchSettings, failed_rule, parse_slo, search_max_qps
 from harness.study import (DEFAULT_BATCH_SIZES, StudyPlan, StudyStore, build_study, group_key, point_id,
                            point_stats, run_entry)
 from harness.system import describe_system
@@ -215,10 +217,9 @@ class Group:
         backend.stage(rows, self.dataset.load(rows))
 
     def batch_seconds(self, batch: int) -> float:
-        """The backend's own time for one batch (more rows than are staged: scaled up)."""
-        backend = self.backend
-        rows = min(batch, self.capacity)
-        return warmup_batch_seconds(backend, rows, budget_s=0.3) * batch / rows
+        """The backend's own time for one batch (a batch larger than the staged set repeats
+        staged rows, as the run's own batches do)."""
+        return warmup_batch_seconds(self.backend, batch, budget_s=0.3)
 
     @property
     def dataset(self) -> Any:
@@ -315,7 +316,7 @@ class Group:
         if batch in self.offline_rates:
             return self.offline_rates[batch]
         smaller = [b for b in self.offline_rates if b <= batch]
-        estimate = tight_rate
+        estimate = min(tight_rate, limits.HARNESS_MAX_SAMPLES_PER_S)  # the null backend's loop: 46M/s
         if smaller:
             nearest = max(smaller)
             estimate = min(tight_rate, self.offline_rates[nearest] * batch / nearest)
@@ -359,7 +360,8 @@ class Group:
         if not (state and state.get("done")):
             state = self.search(state or {})
         if state["max_qps"] is None:
-            self.sweep.fail(f"{self.key}: no Server load met {self.plan.slo.label}")
+            stopped = state.get("stopped")
+            self.sweep.fail(f"{self.key}: no Server load met {self.plan.slo.label}" + (f": {stopped}" if stopped else ""))
             return
         for fraction, qps in ladder(state["max_qps"], self.plan.ladder):
             self.point("Server", fraction=fraction, target_qps=qps)
@@ -402,6 +404,8 @@ class Group:
         log.info("%s: highest Server load meeting %s: %s (%s)", self.key, slo.label,
                  f"{result.max_qps:,.1f} QPS" if result.max_qps else "none",
                  "confirmed" if result.confirmed else "NOT confirmed by a full-length run")
+        if result.stopped and result.max_qps is not None:
+            log.warning("%s: %s", self.key, result.stopped)
         return state
 
     def attempt(self, index: int, qps: float, duration_ms: int, phase: str) -> Attempt:
@@ -413,10 +417,24 @@ class Group:
         summary = result.get("summary") or {}
         attempt = Attempt(target_qps=qps, duration_ms=duration_ms, phase=phase, valid=entry["valid"],
                           latency_ms=entry["latency_ms"], achieved_qps=entry["samples_per_s"],
-                          measurements=entry["measurements"], invalid_reasons=summary.get("invalid_reasons", []))
-        self.sweep.progress.ran(f"{self.key} Server search {phase} {qps:,.1f} QPS", time.monotonic() - started,
-                                _run_line(entry))
+                          measurements=entry["measurements"], invalid_reasons=summary.get("invalid_reasons", []),
+                          failed_rule=None if entry["valid"] else _failed_rule(root, result))
+        line = _run_line(entry) + (f" ({attempt.failed_rule})" if attempt.failed_rule else "")
+        self.sweep.progress.ran(f"{self.key} Server search {phase} {qps:,.1f} QPS", time.monotonic() - started, line)
         return attempt
+
+
+def _failed_rule(root: Path, result: dict[str, Any]) -> str | None:
+    """The LoadGen rule an invalid Server run failed, from its summary file (the saved
+    result keeps no 'Performance constraints satisfied')."""
+    request = result["config"]["request"]
+    paths = ResultPaths(root, result["config"]["system_name"], request["model"], "Server", "performance")
+    try:
+        summary = parse_summary(paths.run_dir / LOADGEN_FILES[0])
+    except OutputError:
+        return None
+    return failed_rule(summary.perf_constraints_satisfied, summary.early_stopping_satisfied,
+                       summary.min_queries_satisfied, summary.min_duration_satisfied)
 
 
 def _run_line(entry: dict[str, Any]) -> str:
@@ -550,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(asctime)s %(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
         if not args.verbose:
-            for noisy in ("sut", "harness.runner", "harness.gating", "calibration"):
+            for noisy in ("sut", "harness.runner", "harness.sizing", "harness.gating", "calibration"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)
         plan = plan_from_args(args)
         if args.dry_run:

@@ -8,14 +8,15 @@ names the file and line. Lookup order matches LoadGen: `model.scenario.key`,
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
-
-SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+from sut.backends.base import MODELS
+from sut.settings import SCENARIOS, setting_problem
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,10 @@ def _parse_line(path: Path, number: int, line: str) -> Entry | None:
     match = _LINE.match(text)
     if not match:
         raise ConfigError(f"{where}: expected 'model.scenario.key = value', got {line.strip()!r}")
-    scenario, key = match["scenario"], match["key"]
+    model, scenario, key = match["model"], match["scenario"], match["key"]
+    # A line for another model or scenario would be silently skipped by every run.
+    if model != "*" and model not in MODELS:
+        raise ConfigError(f"{where}: unknown model {model!r}; use one of {', '.join(MODELS)} or *")
     if scenario != "*" and scenario not in SCENARIOS:
         raise ConfigError(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)} or *")
     if key not in KNOWN_KEYS:
@@ -144,9 +148,21 @@ def _parse_line(path: Path, number: int, line: str) -> Entry | None:
         value: int | float = int(raw, 0) if re.fullmatch(r"[+-]?(0[xX][0-9a-fA-F]+|\d+)", raw) else float(raw)
     except ValueError:
         raise ConfigError(f"{where}: value {raw!r} is not a number") from None
-    if value < 0 or value != value:
+    if not math.isfinite(value):  # float() reads "inf", "nan" and an overflowing 1e400 (as inf)
+        raise ConfigError(f"{where}: value {raw!r} is not a finite number")
+    if value < 0:
         raise ConfigError(f"{where}: value {raw!r} must be a non-negative number")
-    return Entry(match["model"], scenario, key, value, number)
+    for rule in _rules_for(scenario, key):
+        problem = setting_problem(rule.attr, to_attr_value(rule, value))
+        if problem is not None:
+            raise ConfigError(f"{where}: {key} = {raw}: {problem}")
+    return Entry(model, scenario, key, value, number)
+
+
+def _rules_for(scenario: str, key: str) -> list[KeyRule]:
+    """Every TestSettings attribute `key` sets, in `scenario` or (for *) in any scenario."""
+    scenarios = SCENARIOS if scenario == "*" else (scenario,)
+    return [rule for s in scenarios if (rule := key_rule(s, key)) is not None]
 
 
 def render(model: str, scenario: str, values: dict[str, tuple[Any, str]]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
-from sut.settings import SCENARIOS, SETTING_TYPES
+from sut.settings import SCENARIOS, SETTING_TYPES, setting_problem
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 RUN_PROFILES_FILE = Path(__file__).parent / "run_profiles.yaml"
@@ -49,6 +49,9 @@ def _check_values(path: Path, where: str, values: Any) -> dict[str, Any]:
             raise ConfigError(f"{path}: {where}: unknown key {key!r}")
         if expected in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise ConfigError(f"{path}: {where}.{key} must be a non-negative number, got {value!r}")
+        problem = setting_problem(key, value) if key in SETTING_TYPES else None
+        if problem is not None:
+            raise ConfigError(f"{path}: {where}.{key} {problem}")
     return values
 
 
@@ -122,6 +125,9 @@ class RunProfile:
     name: str
     description: str
     scenarios: dict[str, dict[str, Any]]
+    # Longest a run may take to reach LoadGen's early-stopping minimum query count; None:
+    # the profile's own query counts stand (the submission profile's are MLPerf's).
+    early_stopping_within_s: float | None = None
 
     def settings_for(self, scenario: str) -> dict[str, Any]:
         return dict(self.scenarios.get(scenario, {}))
@@ -136,8 +142,15 @@ def load_run_profile(name: str) -> RunProfile:
     if name not in data:
         raise ConfigError(f"unknown run profile {name!r}; choose from {', '.join(sorted(data))}")
     entry = data[name] or {}
+    unknown = set(entry) - {"description", "scenarios", "early_stopping_within_s"}
+    if unknown:
+        raise ConfigError(f"{RUN_PROFILES_FILE}: {name}: unknown key {sorted(unknown)[0]!r}")
+    within = entry.get("early_stopping_within_s")
+    if within is not None and (isinstance(within, bool) or not isinstance(within, (int, float)) or not within > 0):
+        raise ConfigError(f"{RUN_PROFILES_FILE}: {name}.early_stopping_within_s must be a positive number of seconds")
     return RunProfile(
         name=name,
         description=str(entry.get("description", "")).strip(),
         scenarios=_check_scenarios(RUN_PROFILES_FILE, name, entry.get("scenarios")),
+        early_stopping_within_s=None if within is None else float(within),
     )

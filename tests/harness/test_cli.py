@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from harness.loadgen_log import parse_detail
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny valid run: a few seconds on two CPU cores.
@@ -22,10 +26,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("deepgap-cache")
 
 
-def run_cli(args: list[str], cache: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cache: Path, timeout: float = 180,
+            address_space: int | None = None) -> subprocess.CompletedProcess:
+    """`address_space` (bytes): the child's ulimit -v, so that a case that allocated without
+    bound before its fix fails fast there instead of taking the machine's memory."""
     env = dict(os.environ, DEEPGAP_CACHE=str(cache), CUDA_VISIBLE_DEVICES="", COLUMNS="100")
+
+    def limit() -> None:
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
     return subprocess.run([sys.executable, "harness/run.py", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -139,6 +151,12 @@ def test_malformed_user_conf(cache_dir: Path, out: Path, tmp_path: Path) -> None
     ("resnet50.Offline.warp = 1", ["unknown key", "warp"]),
     ("resnet50.Offline.target_qps = fast", ["not a number"]),
     ("resnet50.Offline.target_qps = -3", ["non-negative"]),
+    # Issue 11, items 8 and 11: OverflowError and pybind TypeError tracebacks; names unchecked.
+    ("resnet50.Offline.target_qps = inf", ["'inf'", "not a finite number"]),
+    ("resnet50.Offline.target_qps = 1e400", ["'1e400'", "not a finite number"]),
+    ("resnet50.Offline.min_query_count = 100000000000000000000000", ["min_query_count", "64-bit"]),
+    ("vgg16.Offline.target_qps = 1", ["unknown model", "'vgg16'"]),
+    ("resnet50.Offlin.target_qps = 1", ["unknown scenario", "'Offlin'"]),
 ])
 def test_bad_user_conf_values(cache_dir: Path, out: Path, tmp_path: Path, line: str, words: list[str]) -> None:
     conf = tmp_path / "user.conf"
@@ -191,6 +209,114 @@ def test_unwritable_output(cache_dir: Path, tmp_path: Path) -> None:
 def test_bad_numbers(cache_dir: Path, out: Path, args: list[str], words: list[str]) -> None:
     proc = run_cli([*args, "--gpu", "cpu", "--output", out], cache_dir)
     assert_one_line_error(proc, *words)
+
+
+# -- unbounded sizes (issue 11, items 1, 2, 3, 8) -----------------------------------------------------
+
+# Enough for a tiny run (torch alone maps over 3 GB); far too little for what these cases allocated.
+SMALL_ADDRESS_SPACE = 6 << 30
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--scenario", "Server", "--target-qps", "1e12"],
+     ["5,000,000,000,000 queries", "server_target_qps 1e+12 from CLI", "host memory"]),
+    (["--target-qps", "1e12"], ["5,500,000,000,000 samples", "offline_expected_qps 1e+12 from CLI"]),
+    (["--min-query-count", "1000000000000"], ["1,000,000,000,000 samples", "min_query_count 1e+12 from CLI"]),
+    (["--max-batch", "10000000"], ["max_batch 10,000,000 from CLI at 224 px"]),
+    (["--dataset-count", "1000000000000"], ["index of 1,000,000,000,000 dataset samples"]),
+    (["--min-query-count", "100000000000000000000000"], ["min_query_count (from CLI)", "64-bit"]),
+    (["--threads", "100000"], ["threads 100000 (from CLI) exceeds the", "CPUs"]),
+])
+def test_what_cannot_fit_is_refused_before_the_run(cache_dir: Path, out: Path, args: list[str],
+                                                   words: list[str]) -> None:
+    proc = run_cli([*args, "--gpu", "cpu", "--output", out], cache_dir, timeout=120,
+                   address_space=SMALL_ADDRESS_SPACE)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *words)
+    assert not out.exists(), "nothing is created for a run that cannot start"
+
+
+def test_null_backend_sizing_is_bounded(cache_dir: Path, out: Path) -> None:
+    # Issue 11, item 1: the warm-up set offline_expected_qps to 46M and the run took 24 GB.
+    proc = run_cli(["--backend", "null", "--gpu", "cpu", "--model", "resnet18", "--image-size", "32",
+                    "--dataset-count", "64", "--min-duration-ms", "1000", "--no-progress", "--output", out],
+                   cache_dir, timeout=180, address_space=SMALL_ADDRESS_SPACE)
+    assert proc.returncode == 0, proc.stderr
+    assert "result: VALID" in proc.stdout
+    (saved,) = out.glob("results/*/resnet18/Offline/measurements.json")
+    config = json.loads(saved.read_text())["runs"]["performance"]["config"]
+    assert config["loadgen"]["offline_expected_qps"] <= 1e6
+    assert "capped by the harness's own ceiling" in config["provenance"]["loadgen.offline_expected_qps"]
+
+
+# -- flags that were silently dropped (issue 11, items 9 and 18) -------------------------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--compile"], ["--compile", "onnxruntime", "--backend torch"]),
+    (["--staging", "host"], ["--staging", "CPU"]),
+    (["--precision", "int8", "--calibration-list", "/no/such/cal_list.txt"], ["--calibration-list", "ImageNet"]),
+    (["--calibration-list", "/no/such/cal_list.txt"], ["--calibration-list", "int8"]),
+])
+def test_flags_a_run_would_ignore_are_refused(cache_dir: Path, out: Path, args: list[str], words: list[str]) -> None:
+    proc = run_cli([*args, "--gpu", "cpu", "--output", out], cache_dir)
+    assert_one_line_error(proc, *words)
+    assert not out.exists()
+
+
+# -- submission grade (issue 11, item 10) -------------------------------------------------------------
+
+
+def test_shortened_submission_run_says_it_is_not_submission_grade(cache_dir: Path, out: Path,
+                                                                   tmp_path: Path) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Offline.min_duration = 1000\n*.Offline.min_query_count = 16\n")
+    tiny = ["--image-size", "32", "--model", "resnet18", "--target-qps", "200", "--gpu", "cpu", "--backend", "torch",
+            "--no-progress"]
+    proc = run_cli([*tiny, "--profile", "submission", "--user-conf", conf, "--dataset-count", "1024",
+                    "--output", out], cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "(run profile submission)" in proc.stdout
+    note = next(line for line in proc.stdout.splitlines() if "submission-grade" in line)
+    assert note.startswith("note: not a submission-grade result: ")
+    assert f"min_duration_ms 1000 < 600000 (from user.conf {conf}:1)" in note
+    assert f"min_query_count 16 < 24576 (from user.conf {conf}:2)" in note
+    assert "not a submission-grade run: min_duration_ms 1000 < 600000" in proc.stderr  # said before the run
+    (saved,) = out.glob("results/*/resnet18/Offline/measurements.json")
+    config = json.loads(saved.read_text())["runs"]["performance"]["config"]
+    assert config["submission_shortfalls"][0] == f"min_duration_ms 1000 < 600000 (from user.conf {conf}:1)"
+
+
+# -- enough queries for LoadGen's early stopping (issue 11, item 17) ---------------------------------
+
+
+def run_result(out: Path, scenario: str) -> dict:
+    (saved,) = out.glob(f"results/*/resnet18/{scenario}/measurements.json")
+    return json.loads(saved.read_text())["runs"]["performance"]
+
+
+def test_plain_multistream_run_on_the_cpu_is_valid(cache_dir: Path, out: Path) -> None:
+    # Was INVALID: "Only processed 246 queries. Need to process at least 662 queries".
+    proc = run_cli(["--scenario", "MultiStream", "--gpu", "cpu", "--model", "resnet18", "--image-size", "32",
+                    "--dataset-count", "256", "--no-progress", "--output", out], cache_dir, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "result: VALID" in proc.stdout, proc.stdout
+    assert run_result(out, "MultiStream")["config"]["loadgen"]["min_query_count"] >= 662
+
+
+def test_plain_server_run_on_the_cpu_has_the_queries_p99_needs(cache_dir: Path, out: Path) -> None:
+    # Was INVALID by early stopping alone: 100 queries where p99 needs 459 at the least.
+    proc = run_cli(["--scenario", "Server", "--gpu", "cpu", "--model", "resnet18", "--image-size", "32",
+                    "--dataset-count", "256", "--target-qps", "60", "--no-progress", "--output", out],
+                   cache_dir, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = run_result(out, "Server")
+    assert result["config"]["loadgen"]["min_query_count"] == 1001  # p99 with three queries over the bound
+    # With three or fewer queries over the 15 ms bound, 1001 queries meet early stopping; a busy
+    # shared host may stall more of them than that, and then the latency is the reason, not the count.
+    (run_dir,) = out.glob("results/*/resnet18/Server/performance/run_1")
+    over = parse_detail(run_dir / "mlperf_log_detail.txt").result["overlatency_query_count"]
+    assert result["summary"]["valid"] or over > 3, (over, result["summary"])
 
 
 def test_max_batch_in_singlestream(cache_dir: Path, out: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from harness import config as config_module
 from harness.config import PERFORMANCE_SET_SETTINGS, CliRequest, choose_backend, performance_set_settings, resolve
+from harness.device import DeviceChoice
 from harness.errors import BackendError, ConfigError, DeepgapError, DeviceError
 from scenarios.profiles import RunProfile, load_gpu_profile, profile_names
 
@@ -129,8 +130,8 @@ def test_knobs_precedence() -> None:
     assert knob(config, "staging") == ("device", "built-in default")
     assert knob(resolve(cpu(max_batch=4)), "max_batch") == (4, "CLI")
     server = resolve(cpu(scenario="Server"))
-    assert knob(server, "batch_timeout_us") == (20000, CPU_PROFILE)
-    assert knob(resolve(cpu(scenario="Server", batch_timeout_us=0)), "batch_timeout_us") == (0, "CLI")
+    assert knob(server, "batch_timeout_us") == (0, CPU_PROFILE)
+    assert knob(resolve(cpu(scenario="Server", batch_timeout_us=500)), "batch_timeout_us") == (500, "CLI")
     # On the CPU one batch at a time and no CUDA graphs, whatever was asked.
     assert knob(resolve(cpu(in_flight=3)), "in_flight") == (1, "CPU device")
     assert knob(config, "cuda_graphs") == (False, "CPU device")
@@ -365,3 +366,104 @@ def test_config_json_is_serialisable(tmp_path: Path) -> None:
     assert data["request"]["user_conf"] == str(conf)
     assert data["loadgen"]["schedule_rng_seed"] == SEEDS["schedule_rng_seed"]
     assert data["provenance"]["loadgen.min_duration_ms"] == f"user.conf {conf}:1"
+
+
+# -- flags a backend would silently drop (issue 11, items 9 and 18) ------------------------------
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"compile": True}, ["--compile", "onnxruntime", "--backend torch"]),
+    ({"compile": True, "backend": "null"}, ["--compile", "null"]),
+    ({"staging": "host"}, ["--staging", "on the CPU"]),
+    ({"staging": "device", "backend": "torch"}, ["--staging", "on the CPU"]),
+])
+def test_flags_the_backend_ignores_are_refused(fields: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(cpu(**fields))
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_compile_is_kept_for_torch() -> None:
+    assert resolve(cpu(backend="torch", compile=True)).request.compile
+
+
+@pytest.mark.parametrize("fields, words", [
+    # `python -m calibration` refuses a list on synthetic data; so does the run now.
+    ({"precision": "int8", "calibration_list": Path("/no/such/list.txt")}, "names ImageNet images"),
+    ({"precision": "int8", "calibration_list": Path("cal.txt"), "calibration_algorithm": "entropy"},
+     "names ImageNet images"),
+    ({"calibration_list": Path("cal.txt")}, "--calibration-list is for --precision int8"),
+])
+def test_calibration_flags_the_run_would_drop_are_refused(fields: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        CliRequest(**fields)
+
+
+def test_a_missing_calibration_list_is_refused_before_the_run(tmp_path: Path) -> None:
+    missing = tmp_path / "cal_image_list.txt"
+    with pytest.raises(ConfigError, match=f"--calibration-list {missing}: no such file"):
+        CliRequest(precision="int8", dataset="imagenet", dataset_path=tmp_path, calibration_list=missing)
+
+
+# -- submission grade (issue 11, item 10) ------------------------------------------------------------
+
+
+def test_shortened_submission_run_names_each_shortfall(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    conf = user_conf(tmp_path, "*.*.min_duration = 1000\nresnet50.Server.target_latency_percentile = 90\n")
+    with caplog.at_level("WARNING"):
+        config = resolve(cpu(scenario="Server", run_profile="submission", user_conf=conf))
+    shortfalls = config.to_json()["submission_shortfalls"]
+    assert shortfalls == [f"min_duration_ms 1000 < 600000 (from user.conf {conf}:1)",
+                          f"server_target_latency_percentile 0.9 < 0.99 (from user.conf {conf}:2)"]
+    assert "not a submission-grade run: min_duration_ms 1000 < 600000" in caplog.text
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_submission_profile_itself_is_submission_grade(scenario: str) -> None:
+    assert resolve(cpu(scenario=scenario, run_profile="submission")).to_json()["submission_shortfalls"] == []
+
+
+def test_a_tighter_latency_bound_is_still_submission_grade() -> None:
+    config = resolve(cpu(scenario="Server", run_profile="submission", target_latency_ms=10))
+    assert config.to_json()["submission_shortfalls"] == []
+    looser = resolve(cpu(scenario="Server", run_profile="submission", target_latency_ms=100))
+    assert looser.to_json()["submission_shortfalls"] == ["server_target_latency_ns 1e+08 > 1.5e+07 (from CLI)"]
+
+
+def test_quick_profile_is_never_submission_grade() -> None:
+    shortfalls = resolve(cpu()).to_json()["submission_shortfalls"]
+    assert shortfalls[0].startswith("min_duration_ms 5000 < 600000 (from run profile quick)")
+
+
+def test_a_small_dataset_falls_short_of_the_performance_sample_count() -> None:
+    config = resolve(cpu(run_profile="submission", dataset_count=256))
+    config.loadgen["performance_sample_count_override"] = 256  # as the runner records it
+    assert config.to_json()["submission_shortfalls"] == [
+        f"performance_sample_count_override 256 < 1024 (from {MLPERF})"]
+
+
+def test_a_batch_wait_as_long_as_the_latency_bound_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        resolve(cpu(scenario="Server", batch_timeout_us=20_000))
+    assert "will likely be INVALID: a batch may wait 20 ms to fill" in caplog.text
+    assert "15 ms latency bound" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        resolve(cpu(scenario="Server"))
+    assert caplog.text == ""
+
+
+def test_loadgen_values_from_a_profile_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = load_gpu_profile("cpu")
+    broken = type(profile)(**{**profile.__dict__, "defaults": {"Offline": {"min_query_count": 10**30}}})
+    monkeypatch.setattr(config_module, "resolve_device", lambda gpu: DeviceChoice(broken, "cpu", "CPU", 1))
+    with pytest.raises(ConfigError, match=r"min_query_count \(from GPU profile cpu .*64-bit"):
+        resolve(cpu())
+
+
+def test_run_profile_early_stopping_bound() -> None:
+    from scenarios.profiles import load_run_profile
+
+    assert load_run_profile("quick").early_stopping_within_s == 60
+    assert load_run_profile("submission").early_stopping_within_s is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import ConfigError
-from harness.slo import MLPERF_SLO, Attempt, SearchSettings, Slo, parse_slo, search_max_qps
+from harness.slo import LATENCY, MLPERF_SLO, Attempt, SearchSettings, Slo, failed_rule, parse_slo, search_max_qps
 
 
 @pytest.mark.parametrize("text, percentile, ms", [
@@ -97,3 +97,74 @@ def test_no_valid_load_at_all():
 def test_search_stops_at_its_expansion_limit_unbracketed():
     result = search_max_qps(System(1e12, 1e12), settings(10.0, growth=2.0, max_expansions=3))
     assert not result.bracketed and result.max_qps == pytest.approx(80.0) and result.confirmed
+
+
+# -- which rule failed, and when to stop stepping down (issue 11, item 14) ----------------------
+
+
+class CountLimited:
+    """Latency always within the bound (p99 30 ms under 100 ms); a run fails LoadGen's early
+    stopping when the load gives it fewer than `queries` in its duration, as a fixed
+    service-time system does at low loads."""
+
+    def __init__(self, queries: int, capacity: float = float("inf")) -> None:
+        self.queries, self.capacity = queries, capacity
+
+    def __call__(self, qps: float, duration_ms: int, phase: str) -> Attempt:
+        if qps > self.capacity:
+            return Attempt(qps, duration_ms, phase, valid=False, latency_ms={"p99": 250.0},
+                           failed_rule=LATENCY, invalid_reasons=["Performance constraints satisfied: NO"])
+        ran = int(qps * duration_ms / 1e3)
+        if ran < self.queries:
+            return Attempt(qps, duration_ms, phase, valid=False, latency_ms={"p99": 30.0}, failed_rule="early stopping",
+                           invalid_reasons=["Early stopping satisfied: NO", f"Processed {ran} queries.",
+                                            f"Would need to run at least {self.queries - ran} more queries"])
+        return Attempt(qps, duration_ms, phase, valid=True, latency_ms={"p99": 30.0})
+
+
+def test_early_stopping_failure_stops_the_search_at_once() -> None:
+    result = search_max_qps(CountLimited(459), settings(27.2, floor_qps=1.0))  # 2 queries in 100 ms
+    assert [a.target_qps for a in result.attempts] == [27.2]  # no halving down to 1.7 QPS
+    assert result.max_qps is None and not result.confirmed
+    assert "early stopping" in result.stopped and "p99 was 30.0 ms" in result.stopped
+    assert "Would need to run at least 457 more queries" in result.stopped
+    assert "a lower load would only run fewer queries" in result.stopped
+
+
+def test_latency_failures_still_step_down_to_a_valid_load() -> None:
+    result = search_max_qps(CountLimited(1, capacity=500.0), settings(4000.0))
+    assert result.confirmed and 500 * 0.97 <= result.max_qps <= 500
+    assert result.stopped is None
+
+
+def test_a_confirmation_that_fails_early_stopping_is_not_stepped_down() -> None:
+    # Short runs of 100 ms pass at 1000 QPS; the confirmation's count rule is not met by less load.
+    system = CountLimited(1)
+    result = search_max_qps(lambda q, d, p: system(q, d, p) if p == "search" else
+                            Attempt(q, d, p, valid=False, latency_ms={"p99": 30.0}, failed_rule="min queries"),
+                            settings(500.0, max_expansions=1))
+    confirms = [a for a in result.attempts if a.phase == "confirm"]
+    assert len(confirms) == 1 and not result.confirmed
+    assert "min queries" in result.stopped
+
+
+def test_no_valid_load_down_to_the_floor_says_so() -> None:
+    result = search_max_qps(System(0.1, 0.1), settings(8.0, floor_qps=1.0))
+    assert result.max_qps is None and "floor of 1 QPS" in result.stopped
+
+
+@pytest.mark.parametrize("flags, rule", [
+    ((False, False, True, True), LATENCY),  # over-latency queries also fail early stopping
+    ((True, False, True, True), "early stopping"),
+    ((True, True, False, True), "min queries"),
+    ((None, True, True, False), "min duration"),
+    ((True, True, True, True), None),
+])
+def test_failed_rule(flags: tuple, rule: str | None) -> None:
+    assert failed_rule(*flags) == rule
+
+
+def test_attempts_from_older_studies_have_no_rule() -> None:
+    old = {"target_qps": 5.0, "duration_ms": 100, "phase": "search", "valid": False}
+    assert Attempt.from_json(old).failed_rule is None
+    assert search_max_qps(lambda q, d, p: Attempt(q, d, p, valid=False), settings(4.0)).stopped.endswith("1 QPS")

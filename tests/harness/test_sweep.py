@@ -127,6 +127,11 @@ def test_server_search_finds_the_known_capacity_and_records_every_attempt(study)
     assert 0.35 * CAPACITY <= search["max_qps"] <= 1.1 * CAPACITY
     attempts = search["attempts"]
     assert any(not a["valid"] for a in attempts)  # it found the edge
+    # Each invalid attempt names the LoadGen rule it failed, read from its summary: above
+    # the capacity the backlog breaks the latency bound.
+    assert {a["failed_rule"] for a in attempts if not a["valid"]} == {"latency bound"}
+    assert all(a["failed_rule"] is None for a in attempts if a["valid"])
+    assert search["stopped"] is None
     assert attempts[-1]["phase"] == "confirm" and attempts[-1]["valid"]
     assert attempts[-1]["target_qps"] == pytest.approx(search["max_qps"])
     for a in attempts:
@@ -181,6 +186,21 @@ def test_a_failing_point_is_recorded_and_the_rest_of_the_study_goes_on(tmp_path)
     data = json.loads((tmp_path / "study.json").read_text())
     assert [p["id"] for p in data["points"]] == [point_id("resnet18", "fp32", "null", "Offline", batch_size=1)]
     assert not StudyStore(tmp_path).finished_point(point_id("resnet18", "fp32", "null", "Offline", batch_size=4))
+
+
+def test_a_search_whose_runs_fail_early_stopping_says_so_and_stops(tmp_path):
+    # Issue 11, item 14: every p99 well within the bound, each run too short for LoadGen's
+    # early stopping, and the search halved the load down to 1.7 QPS at a minute an attempt.
+    short = plan(scenarios=("Server",), search_ms=100, slo=Slo(99.0, 100.0))
+    with pytest.raises(RunFailed) as info:
+        Sweep(short, tmp_path, "cmd", backend_factory=Factory()).run()
+    message = str(info.value)
+    assert "no Server load met p99 <= 100 ms: at " in message
+    assert "failed LoadGen's early stopping rule (Processed" in message and "a lower load would only" in message
+    (search,) = json.loads((tmp_path / "study.json").read_text())["slo_searches"]
+    attempts = search["attempts"]
+    assert len(attempts) <= 2 and attempts[-1]["failed_rule"] == "early stopping"
+    assert attempts[-1]["latency_ms"]["p99"] < 100
 
 
 @pytest.mark.parametrize("args, words", [

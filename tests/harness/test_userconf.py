@@ -213,7 +213,21 @@ def test_key_rule_table() -> None:
     ("resnet50.Offline.target_qps = 5ms", ["'5ms'", "not a number"]),
     ("resnet50.Offline.target_qps = -5", ["'-5'", "non-negative"]),
     ("resnet50.Offline.min_duration = -1.5", ["non-negative"]),
-    ("resnet50.Offline.target_qps = nan", ["non-negative"]),
+    ("resnet50.Offline.target_qps = nan", ["'nan'", "not a finite number"]),
+    # Item 11 of issue 11: model names were never checked; 1e400 became inf.
+    ("vgg16.Offline.target_qps = 5", ["unknown model", "'vgg16'", "resnet50", "*"]),
+    ("ResNet50.Offline.target_qps = 5", ["unknown model", "'ResNet50'"]),
+    ("resnet50.Offlin.target_qps = 5", ["unknown scenario", "'Offlin'"]),
+    ("resnet50.Offline.target_qps = 1e400", ["'1e400'", "not a finite number"]),
+    ("resnet50.Server.target_qps = inf", ["'inf'", "not a finite number"]),
+    ("*.*.min_duration = inf", ["'inf'", "not a finite number"]),
+    # Item 8: a huge integer reached pybind as a TypeError; inf an OverflowError.
+    ("resnet50.Offline.min_query_count = 100000000000000000000000000000", ["min_query_count", "64-bit"]),
+    ("resnet50.Server.target_latency = 1e16", ["target_latency", "64-bit"]),
+    ("*.*.target_latency = 1e16", ["target_latency", "64-bit"]),
+    ("resnet50.Offline.min_query_count = 2.5", ["whole number"]),
+    ("resnet50.Server.target_latency_percentile = 150", ["percentage"]),
+    ("resnet50.Offline.print_timestamps = 2", ["0 or 1"]),
 ])
 def test_errors_name_file_and_line(tmp_path: Path, bad_line: str, words: list[str]) -> None:
     path = write_conf(tmp_path, "# header\n\nresnet50.Offline.min_duration = 100\n" + bad_line + "\n")
