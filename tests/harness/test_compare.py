@@ -149,3 +149,26 @@ def test_corrupt_study_json_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "s"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "study.json: not valid JSON" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("tool", ["compare", "plan"])
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["points"][0]["stats"]["samples_per_s"].update(mean=float("nan")), "points[0].stats.samples_per_s.mean"),
+    (lambda d: d["points"][0]["runs"][0].update(samples_per_s=-120.0), "points[0].runs[0].samples_per_s"),
+    (lambda d: d["curves"][0]["points"].update({"8": float("inf")}), "curves[0].points['8']"),
+    (lambda d: d["slo_searches"][0].update(max_qps=-1), "slo_searches[0].max_qps"),
+])
+def test_hand_edited_impossible_figures_are_refused(edited_study, tmp_path, capsys, tool, edit, field):
+    """NaN, infinite or negative figures in a study are one line naming the file and the
+    field, in compare and in plan alike (both read studies through harness.studies)."""
+    from harness.plan import main as plan_main
+
+    study = edited_study("t4", edit)
+    if tool == "compare":
+        code = main([str(study), "--output", str(tmp_path / "out")])
+    else:
+        code = plan_main(["--qps", "1000", str(study)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("deepgap: error: ") and err.count("\n") == 1, err
+    assert str(study / "study.json") in err and field in err and "finite and not negative" in err
+    assert not (tmp_path / "out").exists()
