@@ -13,7 +13,6 @@ submission profile the full rules apply.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from audit.compliance import OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceTe
 from harness.config import CliRequest, RunConfig, resolve
 from harness.errors import OutputError
 from harness.files import folder_lock
-from harness.results import ResultPaths, check_outputs, holds_result, refuse_existing, update_measurements
+from harness.results import (ResultPaths, check_outputs, forget_run, holds_result, refuse_existing,
+                             update_measurements)
 from harness.loadgen_log import parse_detail
 from harness.runner import MEASURED_SOURCE, SIZING_ATTRS, ComplianceRun, execute, make_dataset
 from sut.backends.base import Backend
@@ -95,7 +95,7 @@ def _submit(base: CliRequest, performance: RunConfig, paths: ResultPaths, show_p
         verdicts += run_compliance_test(test, config, show_progress, backend, dataset)
     for name, test in OPTIONAL_TESTS.items():  # an earlier submission's optional test is not part of this one
         if test not in tests:
-            shutil.rmtree(paths.scenario_dir / name, ignore_errors=True)
+            forget_run(replace(paths, compliance=name))
     grade = grade_of(base)
     update_measurements(paths, {"submission": {
         "grade": grade, "run_profile": base.run_profile,

@@ -108,7 +108,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[None]:
     naming the holder's pid. flock, not a pid file: the kernel drops the lock when its
     holder dies, even by kill -9, so a stale lock never blocks the next run. Re-entrant
     within one process. Raises OutputError when the folder cannot be created."""
-    folder = Path(folder).absolute()
+    folder = Path(folder).resolve()
     with _held_guard:
         if folder in _held:
             _held[folder][1] += 1

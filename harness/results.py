@@ -254,6 +254,19 @@ def update_measurements(paths: ResultPaths, sections: dict[str, dict[str, Any]],
     write_json_atomic(paths.measurements, existing)
 
 
+def forget_run(paths: ResultPaths) -> None:
+    """Remove a run's folder and its record (an earlier submission's optional test that
+    this one did not run): measurements.json never describes a run that is not there."""
+    folder = paths.scenario_dir / paths.compliance if paths.compliance else paths.final_run_dir
+    shutil.rmtree(folder, ignore_errors=True)
+    if paths.measurements.exists():
+        data = _read_result_file(paths.measurements)
+        key, name = paths.section
+        if name in (data.get(key) or {}):
+            del data[key][name]
+            write_json_atomic(paths.measurements, data)
+
+
 def load_measurements(path: Path) -> dict[str, Any]:
     if not Path(path).exists():
         raise OutputError(f"{path}: no such result file")

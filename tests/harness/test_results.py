@@ -180,26 +180,6 @@ def test_an_unreadable_measurements_json_is_refused_first(tmp_path: Path, conten
 # -- the lock ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def held_elsewhere(tmp_path: Path):
-    """held_elsewhere(folder) -> the pid of another process holding `folder`'s lock."""
-    holders: list[subprocess.Popen] = []
-
-    def hold(folder: Path) -> int:
-        code = ("import sys; from harness.files import folder_lock\n"
-                f"with folder_lock({str(folder)!r}):\n    print('held', flush=True); sys.stdin.read()")
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
-        holders.append(proc)
-        assert proc.stdout.readline().strip() == "held"
-        return proc.pid
-
-    yield hold
-    for proc in holders:
-        proc.stdin.close()
-        proc.wait(timeout=30)
-
-
 def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(tmp_path: Path, held_elsewhere) -> None:
     p = paths(tmp_path)
     pid = held_elsewhere(p.scenario_dir)
