@@ -13,7 +13,6 @@ submission profile the full rules apply.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +25,9 @@ from audit.test01_baseline import EXPECTED_FILE, expected_classes
 from harness.accuracy import AccuracyResult, predictions_from_log
 from harness.config import CliRequest, RunConfig, resolve
 from harness.errors import OutputError
-from harness.results import ResultPaths, update_measurements
+from harness.files import folder_lock
+from harness.results import (ResultPaths, check_outputs, forget_run, holds_result, refuse_existing,
+                             update_measurements)
 from harness.loadgen_log import parse_detail
 from harness.runner import ComplianceRun, execute, make_dataset
 from harness.sizing import MEASURED_SOURCE, SIZING_ATTRS
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 
 REHEARSAL_GRADE = "rehearsal (quick profile): not a submission-grade run"
 SUBMISSION_GRADE = "submission profile: MLPerf's full run rules"
-# Result folders a submission run writes; an existing one is never replaced silently.
-RUN_FOLDERS = ("accuracy", "performance/run_1", *TESTS, *OPTIONAL_TESTS)
+# The runs a submission writes (mode, compliance test); an existing one is never replaced silently.
+RUNS = (("accuracy", None), ("performance", None), *(("performance", t) for t in (*TESTS, *OPTIONAL_TESTS)))
 
 
 @dataclass
@@ -83,6 +84,13 @@ def run_submission(request: CliRequest, show_progress: bool = True, backend: Bac
     base = replace(request, mode="performance")
     performance = resolve(base)
     paths = ResultPaths(Path(base.output), performance.system_name, base.model, base.scenario, "performance")
+    # Held for all the runs: each run's own lock is the same one, taken again.
+    with folder_lock(paths.scenario_dir):
+        return _submit(base, performance, paths, show_progress, backend, dataset, alternate_seeds)
+
+
+def _submit(base: CliRequest, performance: RunConfig, paths: ResultPaths, show_progress: bool,
+            backend: Backend | None, dataset: Dataset | None, alternate_seeds: bool) -> SubmissionOutcome:
     _claim_folders(paths, base.overwrite)
     dataset = dataset or make_dataset(performance)
     log.info("submission run (%s): accuracy run", grade_of(base))
@@ -96,6 +104,9 @@ def run_submission(request: CliRequest, show_progress: bool = True, backend: Bac
         if test is TEST01:
             size_from_performance_run(config, paths.run_dir / "mlperf_log_detail.txt")
         verdicts += run_compliance_test(test, config, show_progress, backend, dataset, accuracy)
+    for name, test in OPTIONAL_TESTS.items():  # an earlier submission's optional test is not part of this one
+        if test not in tests:
+            forget_run(replace(paths, compliance=name))
     grade = grade_of(base)
     update_measurements(paths, {"submission": {
         "grade": grade, "run_profile": base.run_profile,
@@ -103,7 +114,7 @@ def run_submission(request: CliRequest, show_progress: bool = True, backend: Bac
         "accuracy": accuracy.verdict_line() if accuracy is not None else None,
         "compliance": {f"{v.test}/{v.check}": v.passed for v in verdicts},
         "part3": {f"{v.test}/{v.check}": v.part3.to_json() for v in verdicts if v.part3 is not None},
-    }})
+    }}, merge=False)
     report = CheckReport(paths.root, [check_scenario(paths.root, paths.scenario_dir)])
     (paths.scenario_dir / "check.txt").write_text(report.render() + "\n")
     update_measurements(paths, {"submission": {"check_passed": report.passed}})
@@ -172,13 +183,19 @@ def run_compliance_test(test: ComplianceTest, config: RunConfig, show_progress: 
 
 
 def _claim_folders(paths: ResultPaths, overwrite: bool) -> None:
-    """Refuse before running anything if any of the four results exists (a half-replaced
-    submission would mix runs); with overwrite, clear the compliance folders, whose
-    verify files no run would otherwise replace."""
-    existing = [paths.scenario_dir / name for name in RUN_FOLDERS
-                if (paths.scenario_dir / name).is_dir() and any((paths.scenario_dir / name).iterdir())]
+    """Before running anything: refuse if any of the runs exists (a half-replaced
+    submission would mix runs) unless `overwrite`, and mark the submission unfinished in
+    measurements.json until its end. Each run keeps the earlier one until it has finished
+    itself; the verify files, which describe the earlier runs, go now."""
+    check_outputs(paths)
+    existing = [p.final_run_dir for p in (replace(paths, mode=mode, compliance=test) for mode, test in RUNS)
+                if holds_result(p)]
     if existing and not overwrite:
-        raise OutputError(f"{existing[0]} already holds a result; pass --overwrite to replace the "
-                          "submission run or --output to write elsewhere")
+        refuse_existing(existing[0], "the submission run")
     for name in (*TESTS, *OPTIONAL_TESTS):
-        shutil.rmtree(paths.scenario_dir / name, ignore_errors=True)
+        for verify in (paths.scenario_dir / name).glob("verify_*.txt"):
+            verify.unlink()
+    update_measurements(paths, {"submission": {
+        "status": "interrupted",
+        "note": "written when the submission run started and replaced when it finishes: "
+                "until then the runs here may mix this submission's and an earlier one's"}}, merge=False)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.errors import ConfigError, DeepgapError
+from harness.files import file_sha256  # noqa: F401  (imported from here by calibration/)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -55,15 +54,6 @@ def float_in(low: float, high: float, low_open: bool = True, high_open: bool = F
 
 positive_float = float_in(0.0, float("inf"), low_open=True, high_open=True)
 fraction = float_in(0.0, 1.0, low_open=False, high_open=True)  # 0 <= x < 1
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks. Raises OSError."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_report_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import logging
 import shlex
@@ -12,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlperf_loadgen as lg
 import numpy as np
@@ -25,7 +26,7 @@ from harness.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
 from harness.power import open_meter, with_efficiency
 from harness.progress import Progress
-from harness.results import ResultPaths, prepare_run_dir, record_run, write_json_atomic
+from harness.results import ResultPaths, RunFolder, record_run, write_json_atomic, write_result_file
 from harness.sizing import size_run_from_warmup
 from harness.system import describe_system
 from harness.userconf import render as render_user_conf
@@ -145,55 +146,60 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     r = config.request
     if compliance is not None and r.mode != "performance":
         raise ConfigError(f"{compliance.test} is a performance run, not a {r.mode} run")
-    paths = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode,
+    final = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode,
                         compliance.test if compliance else None)
-    prepare_run_dir(paths, r.overwrite)
-    audit_config = compliance.audit_config if compliance else _no_audit_config(paths)
-    started = dt.datetime.now(dt.timezone.utc)
-    checks: dict[str, Any] = {}
-    if backend is None:
-        # A compliance test's overrides (TEST05's seeds) change what LoadGen loads, not the
-        # system under test: calibrate as the submitted run does, from its own settings.
-        checks = quality_checks(config if compliance is None else resolve(config.request), paths, started)
-    dataset = dataset or make_dataset(config)
-    owned = backend is None
-    backend = backend or load_backend(config, checks.get("extra"))
-    try:
-        stats = _run_loadgen(config, paths, dataset, backend, show_progress, audit_config)
-        loaded = stats.pop("loaded_indices")
-        backend_info = backend.describe()
-    finally:
-        if owned:
-            backend.close()
-    summary = parse_summary(paths.run_dir / "mlperf_log_summary.txt") if r.mode == "performance" else None
-    detail = parse_detail(paths.run_dir / "mlperf_log_detail.txt")
-    accuracy = None
-    if r.mode == "accuracy" and stats["failure"] is None:
-        accuracy = score_run(config, paths.run_dir, dataset)
-    system = describe_system(config.system_name, config.device.device, config.device.count, backend_info)
-    result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
-    result["environment"] = {k: v for k, v in system.items() if k != "backend"}
-    result.update(checks.get("record", {}))
-    result.update(record or {})
-    calibrated_on = checks.get("calibrated_on", calibrated_on)
-    if r.mode == "performance" and "calibration" in result and calibrated_on is not None:
-        # A new dict: a sweep passes the same record to every run.
-        result["calibration"] = {**result["calibration"], **calibrated_on.check(loaded)}
-    record_run(paths, result)
-    if compliance is None:  # user.conf describes the submitted runs, not the audit overlays
-        paths.user_conf.write_text(render_user_conf(r.model, r.scenario, _with_sources(config)))
-    write_json_atomic(paths.run_dir / "settings.json", config.to_json())
-    write_json_atomic(paths.system_json, system)
+    # Locked and checked before anything is measured; written beside the earlier result.
+    with RunFolder(final, r.overwrite) as folder:
+        paths = folder.staged
+        audit_config = compliance.audit_config if compliance else _no_audit_config(paths)
+        started = dt.datetime.now(dt.timezone.utc)
+        checks: dict[str, Any] = {}
+        if backend is None:
+            # A compliance test's overrides (TEST05's seeds) change what LoadGen loads, not the
+            # system under test: calibrate as the submitted run does, from its own settings.
+            checks = quality_checks(config if compliance is None else resolve(config.request), paths, started,
+                                    folder.commit)
+        dataset = dataset or make_dataset(config)
+        owned = backend is None
+        backend = backend or load_backend(config, checks.get("extra"))
+        try:
+            stats = _run_loadgen(config, paths, dataset, backend, show_progress, audit_config)
+            loaded = stats.pop("loaded_indices")
+            backend_info = backend.describe()
+        finally:
+            if owned:
+                backend.close()
+        summary = parse_summary(paths.run_dir / "mlperf_log_summary.txt") if r.mode == "performance" else None
+        detail = parse_detail(paths.run_dir / "mlperf_log_detail.txt")
+        accuracy = None
+        if r.mode == "accuracy" and stats["failure"] is None:
+            accuracy = score_run(config, paths.run_dir, dataset)
+        system = describe_system(config.system_name, config.device.device, config.device.count, backend_info)
+        result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
+        result["environment"] = {k: v for k, v in system.items() if k != "backend"}
+        result.update(checks.get("record", {}))
+        result.update(record or {})
+        calibrated_on = checks.get("calibrated_on", calibrated_on)
+        if r.mode == "performance" and "calibration" in result and calibrated_on is not None:
+            # A new dict: a sweep passes the same record to every run.
+            result["calibration"] = {**result["calibration"], **calibrated_on.check(loaded)}
+        write_json_atomic(paths.run_dir / "settings.json", config.to_json())
+        folder.commit(result)
+        if compliance is None:  # user.conf describes the submitted runs, not the audit overlays
+            write_result_file(final.user_conf, render_user_conf(r.model, r.scenario, _with_sources(config)))
+        write_json_atomic(final.system_json, system)
     if stats["failure"] is not None:
-        raise RunFailed(f"the backend failed during the run: {stats['failure']} (results in {paths.run_dir})")
-    return RunOutcome(paths, result, summary, accuracy)
+        raise RunFailed(f"the backend failed during the run: {stats['failure']} (results in {final.run_dir})")
+    return RunOutcome(final, result, summary, accuracy)
 
 
-def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) -> dict[str, Any]:
+def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
+                   record_failure: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """INT8 calibration, then the accuracy gate for reduced precisions, before anything is
     timed. Returns backend extras ("extra": the calibration), what to record in the result
     ("record") and the calibration images ("calibrated_on", a CalibratedOn); a failed
-    gate is recorded and raised unless --skip-accuracy-gate."""
+    gate is recorded (by `record_failure`, else into `paths`' measurements.json) and
+    raised unless --skip-accuracy-gate."""
     from harness.gating import GateFailed, calibrate_for, run_gate
 
     r = config.request
@@ -220,7 +226,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime) 
                 failed = {"deepgap_version": __version__, "status": "gate_failed",
                           "started_utc": started.isoformat(timespec="seconds"),
                           "command": shlex.join(sys.argv), "config": config.to_json(), **record}
-                record_run(paths, failed)
+                (record_failure or functools.partial(record_run, paths))(failed)
                 raise GateFailed(f"{verdict.line()}; not benchmarked (--skip-accuracy-gate to run anyway)")
     return {"extra": extra, "record": record, "calibrated_on": calibrated_on}
 
@@ -246,7 +252,7 @@ def _no_audit_config(paths: ResultPaths) -> Path:
     """The audit.config path for a normal run: one that does not exist. LoadGen applies
     whatever file the path names (its default is ./audit.config), so a stray compliance
     overlay must never be able to turn a normal run into an audit run."""
-    path = paths.run_dir / "audit.config"  # run_dir was just emptied by prepare_run_dir
+    path = paths.run_dir / "audit.config"  # run_dir is the run's own new folder
     if path.exists():
         raise OutputError(f"{path} exists: a normal run must not read an audit.config; remove it")
     return path

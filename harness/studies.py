@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ class _Fields:
         # bool is an int in Python; a count or rate given as true/false is a malformed file.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
             raise StudyError(f"{self.source}: {self._name(key)} has the wrong type ({type(value).__name__})")
+        _check_figure(self.source, self._name(key), value)
         return value
 
     def number(self, key: str, nullable: bool = False) -> float | None:
@@ -227,6 +229,13 @@ class _Fields:
     def children(self, key: str) -> list[_Fields]:
         items = self.get(key, list)
         return [_Fields(self.source, f"{self._name(key)}[{i}]", item) for i, item in enumerate(items)]
+
+
+def _check_figure(source: Path, name: str, value: Any) -> None:
+    """Every number in a study (rates, latencies, watts, counts, batch sizes) is finite and
+    not negative; a hand-edited NaN or -5 would otherwise be drawn and ranked as a figure."""
+    if isinstance(value, _NUMBER) and not isinstance(value, bool) and not (math.isfinite(value) and value >= 0):
+        raise StudyError(f"{source}: {name} is {value!r}; a study's figures must be finite and not negative")
 
 
 def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -283,6 +292,8 @@ def _curve(f: _Fields) -> Curve:
             raise StudyError(f"{f.source}: {f.where}.points key {key!r} is not a batch size") from None
         if isinstance(value, bool) or not isinstance(value, _NUMBER):
             raise StudyError(f"{f.source}: {f.where}.points[{key!r}] is not a number")
+        _check_figure(f.source, f"{f.where}.points[{key!r}]", batch)
+        _check_figure(f.source, f"{f.where}.points[{key!r}]", value)
         points[batch] = float(value)
     return Curve(model=f.get("model", str), precision=f.get("precision", str), backend=f.get("backend", str),
                  points=dict(sorted(points.items())), knee_90=f.get("knee_90", int, nullable=True),
@@ -341,8 +352,6 @@ def load_study(path: Path | str) -> Study:
     s = top.child("system")
     system = SystemInfo(name=s.get("name", str), device=s.get("device", str), gpu_count=s.get("gpu_count", int),
                         driver=s.get("driver", str, nullable=True), software=s.get("software", dict, nullable=True) or {})
-    if system.gpu_count < 0:
-        raise StudyError(f"{file}: system.gpu_count must not be negative")
     points = tuple(_point(p) for p in top.children("points"))
     by_id: dict[str, Point] = {}
     for p in points:

@@ -33,6 +33,7 @@ from harness.argtypes import OneLineParser, float_in, int_at_least
 from harness.config import BACKENDS, RunConfig, resolve
 from harness.curves import DEFAULT_LADDER, ladder, spread
 from harness.errors import BackendError, OutputError, RunFailed
+from harness.files import folder_lock
 from harness.loadgen_log import parse_summary
 from harness.results import LOADGEN_FILES, ResultPaths, load_measurements
 from harness.gating import GateFailed
@@ -129,6 +130,10 @@ class Sweep:
         return self._dataset
 
     def run(self) -> dict[str, Any]:
+        with folder_lock(self.store.root, "study"):  # a second sweep into this study is refused
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         # Resolve every group's configuration first: a bad name or device fails before any run.
         groups = [Group(self, *g) for g in self.plan.groups()]
         resuming = self.store.begin(self.plan)

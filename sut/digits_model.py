@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.errors import BackendError, ConfigError
+from harness.files import atomic_path
 from sut.backends.base import MODELS, ModelSpec
 from sut.digits import NUM_CLASSES, DigitsDataset
 from sut.onnx_export import cache_root
@@ -125,17 +125,11 @@ def digits_weights(
     state = _train(model_name, int(image_size), int(seed), device)
     # A unique temporary name in the same folder, then an atomic rename: concurrent
     # trainings and readers never see a partly written file.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(target) as tmp, open(tmp, "wb") as handle:
             torch.save(state, handle)
-        os.replace(tmp_name, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise BackendError(f"cannot write the digits weights {target}: {exc}") from exc
-        raise
+    except OSError as exc:
+        raise BackendError(f"cannot write the digits weights {target}: {exc}") from exc
     log.info("digits weights written in %.1f s: %s", time.perf_counter() - started, target)
     return target
 

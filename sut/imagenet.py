@@ -6,6 +6,11 @@ Layout: `<path>/val_map.txt` holds lines `<file> <label>` (e.g.
 Decoding and resizing JPEGs is far slower than inference, so each sample's uint8 crop is
 cached as one `.npy` file and normalised on load. Normalising a cached uint8 crop gives
 exactly the float32 values a fresh decode would, at a quarter of float32's size.
+
+A cache file is keyed by its image's content as the file system reports it: the file's
+name, size and modification time (nanoseconds) are part of the cache file's name, so an
+image replaced in place (a new mtime) is preprocessed again, never served from the old
+pixels. The folder path, image size and PREPROCESS_VERSION key the cache folder.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import io
 import logging
 import os
 import re
-import tempfile
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,11 +32,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from harness.errors import DatasetError
+from harness.files import atomic_path
 from sut.data import normalize_uint8_hwc
 
 log = logging.getLogger(__name__)
 
 VAL_MAP = "val_map.txt"
+IMAGENET_CLASSES = 1000  # labels are 0..999, the classifiers' output indices
 CACHE_ENV = "DEEPGAP_CACHE"
 DEFAULT_CACHE_ROOT = Path("~/.cache/deepgap")
 # Part of the cache key: bump it whenever the pixels produced for a file change, so stale
@@ -66,8 +73,9 @@ class ImageNetDataset:
         _check_folder(self.path)
         entries = _parse_map(self.path / VAL_MAP)
         entries = _limit(entries, count, self.path / VAL_MAP)
-        _check_images_exist(self.path, [file for file, _ in entries])
+        stats = _stat_images(self.path, [file for file, _ in entries])
         self._files = [file for file, _ in entries]
+        self._versions = [_version_token(st) for st in stats]
         self._labels = np.array([label for _, label in entries], dtype=np.int64)
         self.count = len(entries)
         self.cache_dir = _cache_root(cache_dir) / _cache_key(self.path, image_size)
@@ -116,6 +124,7 @@ class ImageNetDataset:
             )
         if not todo:
             return
+        self._remove_stale()
         workers = workers or min(_DEFAULT_MAX_WORKERS, os.cpu_count() or 1)
         started = time.monotonic()
         step = max(1, len(todo) // _PROGRESS_STEPS)
@@ -133,9 +142,10 @@ class ImageNetDataset:
         pool.shutdown(wait=True)
 
     def cache_file(self, index: int) -> Path:
-        """Where sample `index`'s uint8 crop is cached."""
-        # Quoting keeps map entries with subfolders flat and collision-free.
-        return self.cache_dir / (quote(self._files[index], safe="") + ".npy")
+        """Where sample `index`'s uint8 crop is cached: named by the image file and the
+        version of it on disk (size and mtime), so a replaced image misses the cache."""
+        # Quoting keeps map entries with subfolders flat and collision-free (and glob-safe).
+        return self.cache_dir / f"{quote(self._files[index], safe='')}.{self._versions[index]}.npy"
 
     def _crop(self, index: int) -> np.ndarray:
         cached = self._read_cached(index)
@@ -147,6 +157,24 @@ class ImageNetDataset:
         crop = preprocess_image(self.path / self._files[index], self.image_size)
         _write_atomic(self.cache_file(index), crop)
         return crop
+
+    def _remove_stale(self) -> None:
+        """Delete the crops of earlier versions of this dataset's images (replaced files):
+        no run can read them again. One listing of the folder, not one per image."""
+        current = {self.cache_file(i).name for i in range(self.count)}
+        ours = {quote(file, safe="") for file in self._files}
+        try:
+            entries = list(os.scandir(self.cache_dir))
+        except OSError:
+            return
+        for entry in entries:
+            parts = entry.name.rsplit(".", 2)
+            versioned = len(parts) == 3 and parts[2] == "npy" and parts[0] in ours
+            unversioned = entry.name.endswith(".npy") and entry.name[:-4] in ours  # before versions
+            if (versioned or unversioned) and entry.name not in current:
+                log.info("imagenet: removing %s, the crop of an image since replaced", entry.path)
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
     def _looks_cached(self, index: int) -> bool:
         try:
@@ -253,12 +281,19 @@ def _parse_map(map_path: Path) -> list[tuple[str, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{map_path}: cannot read ({_one_line(exc)})") from exc
     entries: list[tuple[str, int]] = []
+    first_line: dict[str, int] = {}
     # split("\n") rather than splitlines(), which also breaks on form feeds and other
     # separators and would make reported line numbers disagree with editors.
     for lineno, line in enumerate(text.split("\n"), start=1):
         entry = _parse_line(line, map_path, lineno)
-        if entry is not None:
-            entries.append(entry)
+        if entry is None:
+            continue
+        if entry[0] in first_line:
+            # A repeated image would be scored, and weigh in the accuracy, twice.
+            raise DatasetError(f"{map_path}:{lineno}: {_snippet(entry[0])} is listed again "
+                               f"(first on line {first_line[entry[0]]})")
+        first_line[entry[0]] = lineno
+        entries.append(entry)
     if not entries:
         raise DatasetError(f"{map_path} has no entries (expected lines 'file label')")
     return entries
@@ -274,6 +309,9 @@ def _parse_line(line: str, map_path: Path, lineno: int) -> tuple[str, int] | Non
     file, label = fields
     if not _LABEL.fullmatch(label):
         raise DatasetError(f"{where}: label must be a non-negative integer, got {_snippet(label)}")
+    if int(label) >= IMAGENET_CLASSES:
+        raise DatasetError(f"{where}: label {_snippet(label)} is not an ImageNet class "
+                           f"(0..{IMAGENET_CLASSES - 1})")
     return file, int(label)
 
 
@@ -291,13 +329,31 @@ def _limit(
     return entries[:count]
 
 
-def _check_images_exist(root: Path, files: list[str]) -> None:
-    missing = [file for file in files if not (root / file).is_file()]
+def _stat_images(root: Path, files: list[str]) -> list[os.stat_result]:
+    """Each listed image's stat; a DatasetError counting and naming the missing ones."""
+    stats: list[os.stat_result] = []
+    missing: list[str] = []
+    for file in files:
+        try:
+            st = (root / file).stat()
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            missing.append(file)
+        else:
+            stats.append(st)
     if missing:
         raise DatasetError(
             f"{len(missing)} of {len(files)} images listed in {root / VAL_MAP} are missing,"
             f" first: {root / missing[0]}"
         )
+    return stats
+
+
+def _version_token(st: os.stat_result) -> str:
+    """A short token that changes when the file is replaced or rewritten: its size and
+    modification time. (Hashing 6 GB of JPEGs on every run would cost more than a decode.)"""
+    return hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
 # -- cache files ----------------------------------------------------------------------------
@@ -327,21 +383,11 @@ def _npy_size(shape: tuple[int, ...]) -> int:
 def _write_atomic(path: Path, array: np.ndarray) -> None:
     """Readers (other threads, processes, a later run) never see a partly written file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary name does not end in .npy, so it is never mistaken for an entry.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        # The temporary name ends in .tmp, so it is never mistaken for an entry.
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
     except OSError as exc:
         raise _cache_write_error(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _cache_write_error(path, exc) from exc
-        raise
 
 
 def _cache_write_error(path: Path, exc: OSError) -> DatasetError:

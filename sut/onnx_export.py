@@ -4,11 +4,13 @@ The file is fp32 with a dynamic batch dimension (input "input" of shape (batch, 
 output "logits"), so one export serves every batch size and every ONNX Runtime provider.
 It is keyed by everything that changes its contents: model, image size, class count,
 weights identity, and a short hash of the exporter toolchain and of this module's format.
+Its sha256 is recorded beside it when it is written (`NAME.onnx.sha256`) and checked
+before every reuse: a truncated, damaged or replaced file is exported again, with a
+warning naming it, instead of failing in the runtime or benchmarking another network.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -16,12 +18,11 @@ import importlib.util
 import inspect
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
-from harness.argtypes import file_sha256
 from harness.errors import BackendError, ConfigError
+from harness.files import atomic_path, digest_matches, digest_path, file_sha256, write_digest
 from sut.backends.base import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,18 @@ def export_onnx(spec: ModelSpec, cache_dir: Path | str | None = None) -> Path:
     ConfigError for unusable weights.
     """
     target = onnx_path(spec, cache_dir)
-    if target.is_file():
+    damaged = _damaged(target)
+    if target.is_file() and damaged is None:
         log.info("reusing cached ONNX export %s", target)
         return target
+    if damaged is not None:
+        log.warning("cached ONNX export %s is not the file deepgap wrote (%s); exporting it again",
+                    target, damaged)
 
     if importlib.util.find_spec("onnx") is None:
         # torch's TorchScript exporter serialises through the onnx package.
-        raise BackendError("exporting to ONNX needs the onnx package: pip install onnx")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackendError(f"cannot create the ONNX cache folder {target.parent}: {exc}") from exc
+        also = f"; or delete the damaged {target} and its {digest_path(target).name}" if damaged else ""
+        raise BackendError(f"exporting to ONNX needs the onnx package: pip install onnx{also}")
 
     log.info(
         "exporting %s (%d px, weights %s) to ONNX opset %d: %s",
@@ -103,20 +105,27 @@ def export_onnx(spec: ModelSpec, cache_dir: Path | str | None = None) -> Path:
         OPSET_VERSION,
         target,
     )
-    # A unique temporary name in the same folder: concurrent exports never see each
-    # other's partial files, and os.replace is atomic within one filesystem.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        _export_to(spec, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+        # A unique temporary name in the same folder: concurrent exports never see each
+        # other's partial files, and the final rename is atomic within one filesystem.
+        with atomic_path(target) as tmp:
+            _export_to(spec, tmp)
+        write_digest(target)
+    except OSError as exc:
+        raise BackendError(f"cannot write the ONNX export {target}: {exc.strerror or exc}; delete what is "
+                           "there or point DEEPGAP_CACHE at a writable folder") from None
     log.info("ONNX export written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target
+
+
+def _damaged(target: Path) -> str | None:
+    """Why the cached file at `target` cannot be trusted, or None (absent, or intact)."""
+    if not target.exists():
+        return None
+    if not target.is_file():
+        return "not a file"
+    matches, why = digest_matches(target)
+    return None if matches else why
 
 
 def _export_to(spec: ModelSpec, path: Path) -> None:

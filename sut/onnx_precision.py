@@ -28,11 +28,8 @@ are plain dicts, so any calibrator (or a test) can supply the scales.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.errors import BackendError, ConfigError
+from harness.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -614,24 +612,13 @@ def _check(model: onnx.ModelProto, out_path: Path) -> None:
 
 
 def _save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackendError(f"cannot create folder {out_path.parent}: {exc}") from exc
-    # Same folder as the target, so os.replace is atomic and readers never see a partial
+    # Same folder as the target, so the rename is atomic and readers never see a partial
     # file, even with concurrent writers.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, out_path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, (OSError, ValueError)):
-            raise BackendError(f"cannot write {out_path}: {_first_line(exc)}") from exc
-        raise
+        with atomic_path(out_path) as tmp:
+            onnx.save(model, str(tmp))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot write {out_path}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

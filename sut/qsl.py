@@ -68,11 +68,17 @@ class LoadgenQSL:
         indices_arr = np.asarray(indices, dtype=np.int64)
         # LoadGen may list a sample more than once; stage each once.
         new = np.unique(indices_arr[self.row_of_index[indices_arr] < 0])
-        rows = np.array([self._free_rows.pop() for _ in range(len(new))], dtype=np.int64)
+        if len(new) > len(self._free_rows):
+            raise RuntimeError(f"{len(new)} samples to stage but only {len(self._free_rows)} free "
+                               f"staging rows of {self.performance_count}")
         for start in range(0, len(new), _STAGE_CHUNK):
-            chunk = slice(start, start + _STAGE_CHUNK)
-            self.backend.stage(rows[chunk], self.dataset.load(new[chunk]))
-            self.row_of_index[new[chunk]] = rows[chunk]
+            chunk = new[start:start + _STAGE_CHUNK]
+            # Rows leave the free list only once their samples are staged: a failed load
+            # or stage() leaves every row it was given free for the next load.
+            rows = np.array(self._free_rows[len(self._free_rows) - len(chunk):][::-1], dtype=np.int64)
+            self.backend.stage(rows, self.dataset.load(chunk))
+            del self._free_rows[len(self._free_rows) - len(chunk):]
+            self.row_of_index[chunk] = rows
             log.info("staged %d/%d samples", min(start + _STAGE_CHUNK, len(new)), len(new))
 
     def _unload(self, indices: list[int]) -> None:

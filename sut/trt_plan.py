@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import BackendError, ConfigError
+from harness.files import file_sha256  # noqa: F401  (the engine cache keys on the ONNX file's hash)
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, cache_root
 
 # Bump when anything that shapes a built engine changes outside the key's fields (builder
@@ -153,14 +154,6 @@ def engine_cache_path(cache_dir: Path | str | None, key: str, stem: str) -> Path
     if not re.fullmatch(r"[0-9a-f]+", key or ""):
         raise ConfigError(f"engine cache key must be lower-case hex, got {key!r}")
     return cache_root(cache_dir) / "tensorrt" / f"{_slug(stem)}-{key}.engine"
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:

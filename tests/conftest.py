@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -51,3 +53,23 @@ def make_imagenet_folder() -> Callable[..., list[str]]:
         return names
 
     return make
+
+
+@pytest.fixture
+def held_elsewhere():
+    """held_elsewhere(folder) -> the pid of another process holding `folder`'s lock."""
+    holders: list[subprocess.Popen] = []
+
+    def hold(folder: Path) -> int:
+        code = ("import sys; from harness.files import folder_lock\n"
+                f"with folder_lock({str(folder)!r}):\n    print('held', flush=True); sys.stdin.read()")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holders.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc.pid
+
+    yield hold
+    for proc in holders:
+        proc.stdin.close()
+        proc.wait(timeout=30)

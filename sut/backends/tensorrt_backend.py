@@ -55,9 +55,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -67,6 +65,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.errors import BackendError, DeepgapError, DeviceError
+from harness.files import write_atomic
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
 from sut.backends.torch_backend import batch_buckets, fill_slot_rows
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -250,19 +249,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
 def load_or_build_engine(
     trt: Any,
     logger: Any,
@@ -291,9 +277,9 @@ def load_or_build_engine(
     data = build()
     seconds = time.perf_counter() - start
     try:
-        _write_atomic(engine_path, data)
+        write_atomic(engine_path, data)
         sidecar = dict(metadata, build_seconds=round(seconds, 1), engine_bytes=len(data))
-        _write_atomic(engine_path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
+        write_atomic(engine_path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
     except OSError as exc:
         log.warning("tensorrt: could not cache the engine at %s: %s", engine_path, exc)
     log.info("tensorrt: engine built in %.1f s (%.1f MB)", seconds, len(data) / 1e6)

@@ -16,7 +16,7 @@ import pytest
 from audit.compliance import TEST05, read_verdict_file
 from audit.submission import REHEARSAL_GRADE
 from audit.test01_baseline import ACCURACY_DIR_FILES
-from tests.audit.conftest import PART3_SAMPLES, CachingBackend, InconsistentBackend, submit, submit_flipping
+from tests.audit.conftest import PART3_SAMPLES, SYSTEM_DIR, CachingBackend, InconsistentBackend, submit, submit_flipping
 from harness.errors import OutputError
 from harness.loadgen_log import parse_detail
 
@@ -147,3 +147,41 @@ def test_cli_submission_refuses_to_replace_and_check_subcommand_runs(good_tree):
     checked = run_cli("check", str(good_tree))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "checked 1 result(s): 0 failed -> PASS" in checked.stdout
+
+
+def test_a_submission_into_a_folder_another_process_holds_is_refused(tmp_path, held_elsewhere):
+    scenario_dir = tmp_path / "out" / SYSTEM_DIR
+    pid = held_elsewhere(scenario_dir)
+    with pytest.raises(OutputError, match=rf"in use by another deepgap run \(pid {pid}\)"):
+        submit(tmp_path / "out")
+    assert not (scenario_dir / "accuracy").exists() and not (scenario_dir / "measurements.json").exists()
+
+
+def test_what_an_interrupted_submission_left_is_not_a_result(tmp_path):
+    """A first submission killed during TEST01 leaves TEST01/audit.config and a partial run
+    folder: neither makes the rerun say 'already holds a result'."""
+    from audit.submission import _claim_folders
+    from harness.results import ResultPaths, load_measurements
+
+    paths = ResultPaths(tmp_path / "out", "CPU_null_fp32", "resnet18", "SingleStream", "performance")
+    partial = paths.scenario_dir / "TEST01" / "performance" / "run_1.partial-99999"
+    partial.mkdir(parents=True)
+    (partial / "mlperf_log_detail.txt").write_text("half a run")
+    (paths.scenario_dir / "TEST01" / "audit.config").write_text("x")
+    _claim_folders(paths, overwrite=False)
+    assert load_measurements(paths.measurements)["submission"]["status"] == "interrupted"
+
+
+def test_overwrite_replaces_each_run_and_marks_the_submission_finished(good_tree):
+    scenario_dir = good_tree / SYSTEM_DIR
+    stale = scenario_dir / "TEST01" / "performance" / "run_1.partial-99999"
+    stale.mkdir()
+    before = (scenario_dir / "performance" / "run_1" / "mlperf_log_detail.txt").read_bytes()
+    outcome = submit(good_tree, overwrite=True)  # without TEST05 this time
+    assert outcome.passed, outcome.render()
+    assert (scenario_dir / "performance" / "run_1" / "mlperf_log_detail.txt").read_bytes() != before
+    assert not stale.exists() and not (scenario_dir / "TEST05").exists()
+    measurements = json.loads((scenario_dir / "measurements.json").read_text())
+    assert "status" not in measurements["submission"] and measurements["submission"]["check_passed"] is True
+    assert set(measurements["compliance"]) == {"TEST01", "TEST04"}  # TEST05's record went with its folder
+    assert not list(scenario_dir.rglob("*.partial-*")) and not list(scenario_dir.rglob("*.replaced-*"))

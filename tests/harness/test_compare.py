@@ -309,3 +309,26 @@ def test_readme_compare_command_renders_the_shipped_example(tmp_path, monkeypatc
     # Every PNG the Markdown links is shipped beside it, and no stale plot is left there.
     linked = set(re.findall(r"\]\(([^)]+\.png)\)", (shipped / "report.md").read_text()))
     assert linked == {p.name for p in shipped.glob("*.png")}
+
+
+@pytest.mark.parametrize("tool", ["compare", "plan"])
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["points"][0]["stats"]["samples_per_s"].update(mean=float("nan")), "points[0].stats.samples_per_s.mean"),
+    (lambda d: d["points"][0]["runs"][0].update(samples_per_s=-120.0), "points[0].runs[0].samples_per_s"),
+    (lambda d: d["curves"][0]["points"].update({"8": float("inf")}), "curves[0].points['8']"),
+    (lambda d: d["slo_searches"][0].update(max_qps=-1), "slo_searches[0].max_qps"),
+])
+def test_hand_edited_impossible_figures_are_refused(edited_study, tmp_path, capsys, tool, edit, field):
+    """NaN, infinite or negative figures in a study are one line naming the file and the
+    field, in compare and in plan alike (both read studies through harness.studies)."""
+    from harness.plan import main as plan_main
+
+    study = edited_study("t4", edit)
+    if tool == "compare":
+        code = main([str(study), "--output", str(tmp_path / "out")])
+    else:
+        code = plan_main(["--qps", "1000", str(study)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("deepgap: error: ") and err.count("\n") == 1, err
+    assert str(study / "study.json") in err and field in err and "finite and not negative" in err
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import ConfigError, RunFailed
+from harness.errors import ConfigError, OutputError, RunFailed
 from harness.results import load_measurements
 from harness.runner import load_backend
 from harness.slo import Slo
@@ -177,6 +177,13 @@ def test_a_different_plan_in_the_same_folder_is_refused(study):
     root, _, _ = study
     with pytest.raises(ConfigError, match="different study.*repeats"):
         Sweep(plan(repeats=3), root, "cmd", backend_factory=Factory()).run()
+
+
+def test_a_study_another_sweep_is_running_is_refused(tmp_path, held_elsewhere):
+    pid = held_elsewhere(tmp_path / "s")
+    with pytest.raises(OutputError, match=rf"in use by another deepgap study \(pid {pid}\)"):
+        Sweep(plan(), tmp_path / "s", "cmd", backend_factory=Factory()).run()
+    assert not (tmp_path / "s" / "plan.json").exists()
 
 
 def test_a_failing_point_is_recorded_and_the_rest_of_the_study_goes_on(tmp_path):

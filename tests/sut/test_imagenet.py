@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 
 from harness.errors import DatasetError
-from sut.data import IMAGENET_MEAN, IMAGENET_STD
+from sut.data import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8_hwc
 from sut.imagenet import (
     CACHE_ENV,
     VAL_MAP,
@@ -314,6 +316,38 @@ def test_cache_key_depends_on_path_and_size(folder: Path, cache: Path, tmp_path:
     assert _dataset(copy, cache).cache_dir != base
 
 
+def test_an_image_replaced_in_place_is_preprocessed_again(folder: Path, cache: Path, caplog) -> None:
+    """The cache is keyed by the image file's size and mtime, not only by the folder's path:
+    new pixels under an old name are decoded again, never served from the old crop."""
+    ds = _dataset(folder, cache)
+    ds.preprocess_all()
+    old_crop, old_file = ds.load(np.array([0])), ds.cache_file(0)
+    target = folder / _IMAGES[0][0]
+    before = target.stat().st_mtime_ns
+    Image.fromarray(_noise(480, 360, 99)).save(target, format="JPEG")
+    os.utime(target, ns=(before + 10**9, before + 10**9))  # as a copy made a second later
+    with caplog.at_level(logging.INFO, logger="sut.imagenet"):
+        again = _dataset(folder, cache)
+        again.preprocess_all(progress=True)
+    assert f"1 of {len(_IMAGES)} images need preprocessing" in caplog.text
+    fresh = normalize_uint8_hwc(preprocess_image(target, S)[None])
+    np.testing.assert_array_equal(again.load(np.array([0])), fresh)
+    assert not np.array_equal(fresh, old_crop)
+    assert again.cache_file(0) != old_file and not old_file.exists()  # the old crop is gone
+    assert len(list(again.cache_dir.iterdir())) == len(_IMAGES)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_cache_files_follow_the_umask(folder: Path, cache: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        ds = _dataset(folder, cache)
+        ds.load(np.array([0]))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(ds.cache_file(0).stat().st_mode) == 0o666 & ~umask
+
+
 def test_cache_location_env_and_default(folder: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "from_env"))
     assert ImageNetDataset(folder, image_size=S).cache_dir.parent == tmp_path / "from_env"
@@ -378,6 +412,17 @@ def test_bad_label(folder: Path, label: str) -> None:
     _write_map(folder, [f"{_IMAGES[0][0]} 1", f"{_IMAGES[1][0]} {label}"])
     message = _error(folder)
     assert f"{VAL_MAP}:2: label must be a non-negative integer, got '{label}'" in message
+
+
+@pytest.mark.parametrize("label", ["1000", "12345"])
+def test_label_outside_imagenet_classes(folder: Path, label: str) -> None:
+    _write_map(folder, [f"{_IMAGES[0][0]} 999", f"{_IMAGES[1][0]} {label}"])
+    assert f"{VAL_MAP}:2: label '{label}' is not an ImageNet class (0..999)" in _error(folder)
+
+
+def test_an_image_listed_twice(folder: Path) -> None:
+    _write_map(folder, [f"{_IMAGES[0][0]} 1", "", f"{_IMAGES[1][0]} 2", f"{_IMAGES[0][0]} 1"])
+    assert f"{VAL_MAP}:4: '{_IMAGES[0][0]}' is listed again (first on line 1)" in _error(folder)
 
 
 def test_missing_images_named_and_counted(folder: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,8 +100,8 @@ def test_cache_is_reused(
     caplog.clear()
     assert export_onnx(_spec()) == first
     assert "reusing" in caplog.text
-    # Only the finished file is left behind: the temporary was renamed into place.
-    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [first.name]
+    # Only the finished file and its sha256 are left behind: the temporary was renamed into place.
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [first.name, first.name + ".sha256"]
 
 
 def test_cache_key_follows_weights_and_size(tmp_path: Path) -> None:
@@ -121,6 +124,76 @@ def test_different_seed_exports_different_file(cache_dir: Path) -> None:
     other = export_onnx(_spec(seed=4), cache_dir)
     assert other != first and other.is_file()
     assert other.read_bytes() != first.read_bytes()
+
+
+def _cached_copy(cache_dir: Path, into: Path) -> Path:
+    """A private cache holding the module's export of _spec() and its recorded sha256."""
+    source = export_onnx(_spec(), cache_dir)
+    (into / "onnx").mkdir(parents=True)
+    for name in (source.name, source.name + ".sha256"):
+        if (source.parent / name).exists():
+            shutil.copy2(source.parent / name, into / "onnx" / name)
+    return into / "onnx" / source.name
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another_model", "no_record"])
+def test_a_damaged_or_replaced_export_is_rebuilt(
+    cache_dir: Path, tmp_path: Path, samples: np.ndarray, torch_logits: np.ndarray,
+    caplog: pytest.LogCaptureFixture, damage: str,
+) -> None:
+    """A cached export is trusted for its recorded sha256, not for existing: truncated it
+    used to fail every run (INVALID_PROTOBUF); replaced by another network, runs 'agreed'
+    0% with FP32 and exited 0."""
+    target = _cached_copy(cache_dir, tmp_path)
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+    elif damage == "another_model":
+        shutil.copyfile(export_onnx(_spec(seed=4), cache_dir), target)
+    else:  # written by a deepgap that recorded no sha256
+        (target.parent / (target.name + ".sha256")).unlink(missing_ok=True)
+    caplog.set_level(logging.INFO, logger="sut.onnx_export")
+    backend = OnnxRuntimeBackend(_spec(), BackendOptions(device="cpu", max_batch=8, threads=2,
+                                                         extra={"cache_dir": tmp_path}))
+    backend.load()
+    try:
+        backend.allocate_staging(SAMPLES)
+        backend.stage(np.arange(SAMPLES, dtype=np.int64), samples)
+        top1 = backend.run_batch(np.arange(SAMPLES, dtype=np.int64)).wait()
+    finally:
+        backend.close()
+    assert np.array_equal(top1, torch_logits.argmax(axis=1))
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(target) in warning and "exporting it again" in warning
+    assert "\n" not in warning
+
+
+def test_a_damaged_export_that_cannot_be_rebuilt_says_what_to_delete(
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    target = _cached_copy(cache_dir, tmp_path)
+    target.write_bytes(b"truncated")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(BackendError) as info:
+        export_onnx(_spec(), tmp_path)
+    message = str(info.value)
+    assert "pip install onnx" in message and f"delete the damaged {target}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_export_files_follow_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int) -> None:
+    import sut.onnx_export
+
+    monkeypatch.setattr(sut.onnx_export, "_export_to", lambda spec, path: Path(path).write_bytes(b"graph"))
+    old = os.umask(umask)
+    try:
+        path = export_onnx(_spec(), tmp_path)
+    finally:
+        os.umask(old)
+    for written in (path, path.parent / (path.name + ".sha256")):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask, written
 
 
 def test_failed_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

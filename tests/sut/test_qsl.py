@@ -14,7 +14,10 @@ import pytest
 from harness.config import resolve
 from harness.errors import ConfigError
 from harness.runner import execute
-from sut.qsl import _observe, index_set_sha256, performance_sample_set
+from sut.backends.base import BackendOptions, ModelSpec
+from sut.backends.null_backend import NullBackend
+from sut.data import SyntheticDataset
+from sut.qsl import LoadgenQSL, _observe, index_set_sha256, performance_sample_set
 from sut.settings import SCENARIOS, mlperf_rules
 
 MLPERF_SEED = int(mlperf_rules("Offline")["qsl_rng_seed"])
@@ -82,3 +85,32 @@ def test_a_real_run_loads_the_probed_set(tiny_request, tmp_path: Path, scenario:
     recorded = outcome.result["harness"]["performance_set"]
     probed = performance_sample_set(64, 16, 12345)
     assert recorded == {"count": 16, "indices_sha256": index_set_sha256(probed)}
+
+
+class _FailingOnce(NullBackend):
+    """A backend whose stage() fails on its first call (a staging fault), then works."""
+
+    def stage(self, rows: np.ndarray, samples: np.ndarray) -> None:
+        if not getattr(self, "failed", False):
+            self.failed = True
+            raise RuntimeError("device out of memory while staging")
+        super().stage(rows, samples)
+
+
+def test_a_staging_fault_leaks_no_staging_rows() -> None:
+    """The free rows are taken only once their samples are staged: after a failed load
+    LoadGen's next load (an accuracy run's next partition) still finds every row free."""
+    backend = _FailingOnce(ModelSpec("resnet18", "fp32", image_size=32), BackendOptions())
+    backend.load()
+    qsl = LoadgenQSL(SyntheticDataset(count=40, image_size=32), backend, performance_count=16)
+    try:
+        qsl._load(list(range(16)))
+        assert isinstance(qsl.failure, RuntimeError)
+        assert (qsl.row_of_index[:16] == -1).all()  # nothing claims to be staged
+        qsl.failure = None
+        qsl._unload(list(range(16)))
+        qsl._load(list(range(16, 32)))
+        assert qsl.failure is None, qsl.failure  # was IndexError: pop from empty list
+        np.testing.assert_array_equal(np.sort(qsl.rows_for(list(range(16, 32)))), np.arange(16))
+    finally:
+        qsl.destroy()
