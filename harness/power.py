@@ -12,6 +12,13 @@ timing; that part is left out) to the end of the test, and energy over it is
 * `sampled`: the power samples (`nvmlDeviceGetPowerUsage`, itself a ~1 s average on Ampere
   and newer) integrated over the window.
 
+and `avg_w` is that energy over the window. Beside it, `max_power_sample_w` is the highest
+power sample taken in the window: not a peak of instantaneous power but of NVML's ~1 s
+moving average, which on a short window reaches back to before the window began (the
+backend idling while LoadGen loads samples) and so can lie below `avg_w`. The two are named
+for what they are and not forced into order; where the sample lies below the average a note
+says why.
+
 Everything is GPU-only (no host CPU, memory or fans) and labelled so. A CPU run, a host
 without NVML, or a GPU that reports neither energy nor power gives
 `{"source": "absent", "reason": ...}`, never zeros.
@@ -46,6 +53,9 @@ CLOCK_EVENT_REASONS: dict[int, str] = {
 }
 # Energy counters update every 20-100 ms: shorter windows carry a large relative error.
 SHORT_WINDOW_S = 1.0
+# What each energy method is, for notes and readers of measurements.json.
+METHOD_NAMES = {"energy_counter": "energy counter over the window",
+                "sampled": "power samples integrated over the window"}
 EFFICIENCY_BY_SAMPLES = ("Offline", "Server")
 EFFICIENCY_BY_QUERY = ("SingleStream", "MultiStream")
 
@@ -237,20 +247,27 @@ def summarize_gpu(index: int, name: str, samples: list[Sample], begin: float, en
         return None
     inside = [s for s in samples if begin <= s.t <= end] or [min(samples, key=lambda s: abs(s.t - end))]
     watts = [s.power_mw / 1000.0 for s in inside if s.power_mw is not None]
+    avg_w = energy_j / window
+    max_sample_w = max(watts) if watts else None
     clocks = [s.sm_mhz for s in inside if s.sm_mhz is not None]
     temps = [s.temp_c for s in inside if s.temp_c is not None]
     mask = 0
     for s in inside:
         mask |= s.reasons or 0
-    return {
+    row = {
         "index": index, "name": name, "method": method,
-        "energy_j": energy_j, "avg_w": energy_j / window,
-        "peak_w": max(watts) if watts else None,
+        "energy_j": energy_j, "avg_w": avg_w,
+        "max_power_sample_w": max_sample_w,
         "samples": len(inside),
         "sm_clock_mhz": {"mean": sum(clocks) / len(clocks), "min": min(clocks), "max": max(clocks)} if clocks else None,
         "temperature_c": {"max": max(temps)} if temps else None,
         "throttle_reasons": reason_names(mask),
     }
+    if max_sample_w is not None and max_sample_w < avg_w:
+        row["power_sample_note"] = (
+            f"max_power_sample_w is below avg_w ({METHOD_NAMES[method]}): each power sample is NVML's ~1 s "
+            f"moving average, which over a {window:.2f} s window reaches back before the window began")
+    return row
 
 
 def with_efficiency(power: dict[str, Any], scenario: str, samples: int, queries: int) -> dict[str, Any]:

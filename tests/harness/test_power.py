@@ -1,5 +1,6 @@
 """GPU power measurement against a fake NVML module: energy deltas, the sampling fallback,
-absent readings, peaks, clock-event reasons and efficiency labels."""
+absent readings, the highest power sample beside the average, clock-event reasons and
+efficiency labels."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_energy_counter_difference_over_the_window():
     assert gpu["energy_j"] == pytest.approx(1800.0)
     assert power["avg_w"] == pytest.approx(300.0)
     assert power["window_s"] == pytest.approx(6.0)
-    assert gpu["peak_w"] == pytest.approx(310.0)  # the only power sample inside the window
+    assert gpu["max_power_sample_w"] == pytest.approx(310.0)  # the only power sample inside the window
     assert "note" not in power
 
 
@@ -83,7 +84,7 @@ def test_sampled_power_is_integrated_where_the_counter_is_missing():
     assert gpu["method"] == "sampled"
     assert gpu["energy_j"] == pytest.approx(200.0 + 300.0)  # trapezoids
     assert gpu["avg_w"] == pytest.approx(250.0)
-    assert gpu["peak_w"] == pytest.approx(300.0)
+    assert gpu["max_power_sample_w"] == pytest.approx(300.0)
 
 
 def test_a_gpu_with_neither_energy_nor_power_makes_the_reading_absent():
@@ -115,11 +116,35 @@ def test_meter_with_fake_nvml_counts_energy_from_the_first_issue():
     assert gpu["method"] == "energy_counter"
     assert power["window_s"] == pytest.approx(1.0)
     assert gpu["energy_j"] == pytest.approx(1.0)
-    assert gpu["peak_w"] == pytest.approx(450.0)
+    assert gpu["max_power_sample_w"] == pytest.approx(450.0)
     assert gpu["sm_clock_mhz"] == {"mean": 1980, "min": 1980, "max": 1980}
     assert gpu["temperature_c"] == {"max": 61}
     assert gpu["throttle_reasons"] == ["sw_power_cap"]
     assert nvml.calls == ["init", "shutdown"]
+
+
+def test_an_average_above_every_power_sample_is_never_called_a_peak():
+    # The shipped H100 study: 198.3 W from the energy counter, 176.3 W the highest power
+    # sample (NVML's ~1 s average, reaching back before a short window began).
+    ticks = iter(float(t) for t in range(1000))
+    nvml = FakeNvml(energy_mj=[0, 0, 198_000], power_mw=[150_000, 176_000])
+    meter = PowerMeter(nvml, [GpuTarget(0)], interval_s=3600, clock=lambda: next(ticks))
+    meter.start()  # clock 0 (started), 1 (first sample: 0 mJ, 150 W)
+    power = meter.stop(begin=1.0)  # final sample at clock 2: 198,000 mJ, 176 W
+    (gpu,) = power["gpus"]
+    assert gpu["method"] == "energy_counter" and gpu["avg_w"] == pytest.approx(198.0)
+    for row in (power, gpu):
+        peaks = {k: v for k, v in row.items() if "peak" in k and isinstance(v, (int, float))}
+        assert all(v >= row["avg_w"] for v in peaks.values()), f"a 'peak' below the average: {peaks}"
+    assert gpu["max_power_sample_w"] == pytest.approx(176.0)
+    assert "~1 s" in gpu["power_sample_note"] and "energy counter" in gpu["power_sample_note"]
+
+
+def test_a_power_sample_above_the_average_needs_no_note():
+    samples = [Sample(0.0, energy_mj=0, power_mw=300_000), Sample(2.0, energy_mj=500_000, power_mw=300_000)]
+    gpu = summarize([(0, "GPU", samples)], 0.0, 2.0)["gpus"][0]
+    assert gpu["avg_w"] == pytest.approx(250.0) and gpu["max_power_sample_w"] == pytest.approx(300.0)
+    assert "power_sample_note" not in gpu
 
 
 def test_meter_falls_back_to_sampling_when_the_counter_is_not_supported():
