@@ -1,22 +1,44 @@
 """Capacity planner CLI: python -m harness.plan --qps 20000 --slo p99:15ms STUDY_DIR...
 
-Prints a ranked table (Markdown) of GPU types and precisions that serve the target load
-within the SLO, and under it, for each option, the measurements each figure rests on.
+Prints the plan (Markdown, from templates/plan.md.j2): a one-line recommendation, a ranked
+table of GPU types and precisions that serve the target load within the SLO, what each
+capacity rests on (the runs at its load, run lengths, weights, profile, gate), the ratio to
+the published MLPerf result, the prices with their dates, and each figure's basis.
+`--csv DIR` writes every table as DIR/<table>.csv as well, numbers unformatted.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as dt
+import io
+import os
 import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from harness.argtypes import OneLineParser, fraction, int_at_least, positive_float, run_report_cli
-from harness.capacity import RANK_METRICS, Plan, PlanRequest, make_plan
+import jinja2
+
+from harness.argtypes import OneLineParser, float_in, fraction, int_at_least, positive_float, run_report_cli
+from harness.capacity import HOURS_PER_MONTH, RANK_METRICS, Plan, PlanOption, PlanRequest, make_plan
+from harness.capacity_evidence import seconds
 from harness.constraints import parse_slo
-from harness.document import Table, markdown_table, num
-from harness.refdata import PRICES_FILE, load_prices
+from harness.document import ABSENT, num
+from harness.errors import ConfigError, OutputError
+from harness.refdata import PRICES_FILE, PUBLISHED_FILE, load_prices, load_published, shown_path
 from harness.studies import load_studies
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,39 +52,184 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headroom", type=fraction, default=0.2,
                    help="fraction of each device's capacity kept unused (0.2: load devices to 80%%)")
     p.add_argument("--spares", type=int_at_least(0), default=1, help="spare devices on top of N (1: N+1)")
+    p.add_argument("--pass-fraction", type=float_in(0.0, 1.0), default=1.0,
+                   help="share of the runs at a search's maximum (confirmation and ladder repeats) that must "
+                   "meet the SLO for it to stand; else the plan steps down (1: every run)")
     p.add_argument("--prices", type=Path, default=PRICES_FILE, help="price table YAML (editable assumptions)")
+    p.add_argument("--price-max-age-days", type=int_at_least(0), default=180,
+                   help="prices older than this on the plan's date are flagged stale")
+    p.add_argument("--as-of", type=_date, default=None,
+                   help="the plan's date, YYYY-MM-DD (default: the newest study's date, so output is reproducible)")
+    p.add_argument("--published", type=Path, default=PUBLISHED_FILE, help="published MLPerf results YAML")
     p.add_argument("--rank-by", choices=sorted(RANK_METRICS), default="cost", help="ranking metric")
+    p.add_argument("--csv", type=Path, default=None, metavar="DIR", help="also write each table as DIR/<table>.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace the CSV files of an earlier plan in --csv DIR")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
+# ---- tables: one definition, shown in Markdown and written raw as CSV ---------------------------
+
+@dataclass
+class PlanTable:
+    name: str  # the CSV file's stem
+    title: str
+    columns: list[str]
+    rows: list[list[tuple[Any, str]]] = field(default_factory=list)  # (CSV value, Markdown text)
+
+    def add(self, *cells: Any) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"row has {len(cells)} cells, table {self.name} has {len(self.columns)} columns")
+        self.rows.append([c if isinstance(c, tuple) else (c, ABSENT if c is None else str(c)) for c in cells])
+
+    def shown_rows(self) -> list[list[str]]:
+        return [[text for _, text in row] for row in self.rows]
+
+    def csv_text(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows([["" if raw is None else raw for raw, _ in row] for row in self.rows])
+        return out.getvalue()
+
+
+def figure(value: float | None, digits: int) -> tuple[float | None, str]:
+    """A number: unformatted for CSV (rounded to what the plan shows, empty when absent), with
+    thousands separators in Markdown ('n/a' when absent, never zero)."""
+    raw = None if value is None else round(value) if digits == 0 else round(value, digits)
+    return raw, num(value, digits)
+
+
+def seconds_cell(value: float | None) -> tuple[float | None, str]:
+    return value, ABSENT if value is None else f"{value:g}"
+
+
+def _label(o: PlanOption) -> tuple[str, str, str]:
+    return o.device, o.precision, o.backend
+
+
+def tables(plan: Plan) -> list[PlanTable]:
+    r = plan.request
+    options = PlanTable("plan", "Options, best first", [
+        "rank", "device", "precision", "backend", "capacity basis", "max QPS per device",
+        "runs within SLO at that load", "N (headroom)", f"N+{r.spares}", "GPU-only watts, N active, total",
+        "kWh per 1M", "USD per hour", f"USD per month ({HOURS_PER_MONTH} h)", "USD per 1M",
+        "capacity / published MLPerf"])
+    rests = PlanTable("evidence", "What each capacity rests on", [
+        "rank", "device", "precision", "backend", "study", "load (system QPS)", "runs within SLO",
+        "runs at that load", "point run s", "repeats", "search run s", "confirmation run s", "weights",
+        "run profile", "accuracy gate"])
+    mlperf = PlanTable("mlperf", "Against the published MLPerf result per GPU", [
+        "rank", "device", "precision", "backend", "measured QPS per GPU", "published Server QPS per GPU",
+        "published round", "measured / published", "published basis"])
+    prices = PlanTable("prices", "Prices used (editable assumptions)", [
+        "type", "USD per device-hour", "as of", "age on plan date (days)", "stale", "source"])
+    seen_prices: set[str] = set()
+    for i, o in enumerate(plan.ranked, 1):
+        ev, pv = o.evidence, o.provenance
+        options.add(i, *_label(o), o.kind, figure(o.qps_per_device, 0), ev.count() if ev else None, o.devices,
+                    o.deployed, figure(o.watts, 0), figure(o.kwh_per_million, 3), figure(o.usd_per_hour, 2),
+                    figure(o.usd_per_month, 0), figure(o.usd_per_million, 3), figure(o.published_ratio, 2))
+        rests.add(i, *_label(o), o.system, figure(ev.load if ev else None, 0), ev.count() if ev else None,
+                  ev.breakdown() if ev else None, seconds_cell(pv.point_s), pv.repeats, seconds_cell(pv.search_s),
+                  seconds_cell(pv.confirm_s), pv.weights, pv.run_profile, pv.accuracy_gate)
+        pub = o.published
+        mlperf.add(i, *_label(o), figure(o.qps_per_device, 0), figure(pub.server if pub else None, 0),
+                   pub.round if pub else None, figure(o.published_ratio, 2), pub.server_basis if pub else None)
+        if o.price is not None and o.price.type not in seen_prices:
+            seen_prices.add(o.price.type)
+            prices.add(o.price.type, figure(o.price.usd_per_hour, 3), o.price.as_of, o.price_age_days,
+                       ("yes" if o.price_stale else "no", "STALE" if o.price_stale else "no"), o.price.source)
+    unplanned = PlanTable("not-planned", "Not planned", ["device", "precision", "backend", "why"])
+    for o in plan.unplanned:
+        unplanned.add(*_label(o), "; ".join(o.basis))
+    return [options, rests, mlperf, prices, unplanned]
+
+
+# ---- the recommendation ---------------------------------------------------------------------
+
+def main_caveat(o: PlanOption) -> str:
+    """The caveat most likely to change this option's device count."""
+    if o.kind == "unconfirmed":
+        return ("its capacity is a search maximum that no repeat at that load confirmed; rerun the search "
+                "with longer runs before relying on it")
+    if o.kind == "lower bound":
+        return "its capacity is a lower bound from Server points (no SLO search at this SLO), so the count may be high"
+    if o.published_ratio:
+        return (f"the published MLPerf result for this card (TensorRT INT8) is {1 / o.published_ratio:.1f}x this "
+                "capacity per GPU, so with TensorRT INT8 the count could fall by about that factor")
+    return f"the capacity rests on short runs ({o.provenance.run_lengths() if o.provenance else 'not recorded'})"
+
+
+def recommendation(plan: Plan) -> str:
+    r, best = plan.request, plan.ranked[0]
+    cost = (f"{best.usd_per_month:,.0f} USD a month ({best.usd_per_hour:,.2f} USD/hour x {HOURS_PER_MONTH} h)"
+            if best.usd_per_month is not None else "cost not priced")
+    return (f"deploy {best.deployed} x {best.device} ({best.precision}, {best.backend}; {best.devices} active + "
+            f"{r.spares} spare) for {r.target_qps:,.0f} QPS at {r.slo.label()}: {cost}; first of "
+            f"{len(plan.ranked)} option(s) by {RANK_METRICS[r.rank_by].unit}. Caveat that weighs most: "
+            f"{main_caveat(best)}.")
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["md_cell"] = _md_cell
+    return env
+
+
 def render_plan(plan: Plan) -> str:
     r = plan.request
-    lines = [f"# Capacity plan: {r.model}, {r.target_qps:,.0f} QPS at {r.slo.label()}, headroom "
-             f"{r.headroom:.0%}, N+{r.spares}", ""]
-    table = Table(["rank", "device", "precision", "backend", "capacity basis", "max QPS per device",
-                   "N (headroom)", f"N+{r.spares}", "watts at load", "kWh per 1M", "USD per hour", "USD per 1M"])
-    for i, o in enumerate(plan.ranked, 1):
-        table.add(i, o.device, o.precision, o.backend, o.kind, num(o.qps_per_device, 0), o.devices, o.deployed,
-                  num(o.watts, 0), num(o.kwh_per_million, 3), num(o.usd_per_hour, 2), num(o.usd_per_million, 3))
-    lines += [markdown_table(table), ""]
-    metric = RANK_METRICS[r.rank_by]
-    lines.append(f"Ranked by {metric.unit} (lower is better); options resting on a lower bound rank after "
-                 "those resting on an SLO search; n/a means not measured or not priced, never zero. Watts are "
-                 "those each study measured (GPU-only where labelled); prices are editable assumptions.")
-    lines.append("")
-    for i, o in enumerate(plan.ranked, 1):
-        lines.append(f"{i}. {o.device} {o.precision} {o.backend}:")
-        lines += [f"   - {b}" for b in o.basis]
-    for o in plan.unplanned:
-        lines.append(f"- not planned: {o.device} {o.precision} {o.backend}: {'; '.join(o.basis)}")
-    return "\n".join(lines).rstrip() + "\n"
+    published = plan.published
+    lengths = sorted({seconds(run.duration_ms) for o in plan.ranked if o.evidence for run in o.evidence.runs
+                      if run.duration_ms is not None})
+    text = _environment().get_template("plan.md.j2").render(
+        plan=plan, request=r, tables={t.name: t for t in tables(plan)}, recommendation=recommendation(plan),
+        metric=RANK_METRICS[r.rank_by], hours_per_month=HOURS_PER_MONTH, run_lengths=", ".join(lengths),
+        published=published, published_path=shown_path(published.path) if published else None,
+        prices_path=shown_path(plan.prices.path))
+    return text.rstrip() + "\n"
+
+
+def write_csv(plan: Plan, directory: Path, overwrite: bool) -> None:
+    """Every table as directory/<name>.csv; an earlier plan's files only with `overwrite`."""
+    written = tables(plan)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory} exists and is not a directory")
+    clash = [directory / f"{t.name}.csv" for t in written if (directory / f"{t.name}.csv").exists()]
+    if clash and not overwrite:
+        raise OutputError(f"{clash[0]} exists; pass --overwrite to replace the plan's CSV files or --csv elsewhere")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for table in written:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{table.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", newline="") as handle:
+                    handle.write(table.csv_text())
+                os.replace(tmp, directory / f"{table.name}.csv")
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except OSError as exc:
+        raise OutputError(f"{directory}: cannot write the CSV files ({exc.strerror or exc})") from None
 
 
 def _run(args: argparse.Namespace) -> str:
-    request = PlanRequest(model=args.model, target_qps=args.qps, slo=parse_slo(args.slo),
-                          headroom=args.headroom, spares=args.spares, rank_by=args.rank_by)
-    return render_plan(make_plan(load_studies(args.studies), request, load_prices(args.prices)))
+    request = PlanRequest(model=args.model, target_qps=args.qps, slo=parse_slo(args.slo), headroom=args.headroom,
+                          spares=args.spares, rank_by=args.rank_by, pass_fraction=args.pass_fraction,
+                          as_of=args.as_of, price_max_age_days=args.price_max_age_days)
+    if args.overwrite and args.csv is None:
+        raise ConfigError("--overwrite replaces CSV files: give --csv DIR with it")
+    plan = make_plan(load_studies(args.studies), request, load_prices(args.prices), load_published(args.published))
+    if args.csv is not None:
+        write_csv(plan, args.csv, args.overwrite)
+    return render_plan(plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

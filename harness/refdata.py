@@ -1,9 +1,12 @@
 """Reference data kept as YAML beside the profiles: the price table (editable assumptions)
 and published MLPerf ResNet50 results. Entries are matched to a study's device name by the
-regular expression each one carries; the first match wins."""
+regular expression each one carries; the first match wins. Every price carries the date it
+was read (`as_of`: a day, a month or a year), so a plan can flag the ones grown stale."""
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +23,33 @@ PRICES_FILE = DATA_DIR / "prices.yaml"
 PUBLISHED_FILE = DATA_DIR / "published_mlperf.yaml"
 
 
+_AS_OF = re.compile(r"^(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2}))?)?$")
+
+
+def period_end(as_of: str) -> dt.date:
+    """The last day a date of the given precision can mean: '2025' -> 2025-12-31,
+    '2025-06' -> 2025-06-30, '2025-06-14' -> itself. Raises ValueError."""
+    match = _AS_OF.match(as_of.strip())
+    if not match:
+        raise ValueError("is not YYYY, YYYY-MM or YYYY-MM-DD")
+    year, month = int(match["year"]), int(match["month"] or 12)
+    if not 1 <= month <= 12:
+        raise ValueError(f"has no month {month}")
+    day = int(match["day"]) if match["day"] else calendar.monthrange(year, month)[1]
+    return dt.date(year, month, day)  # ValueError for a day the month lacks
+
+
 @dataclass(frozen=True)
 class Price:
     type: str
     match: str
     usd_per_hour: float
     source: str
+    as_of: str  # when the price was read: YYYY, YYYY-MM or YYYY-MM-DD
 
-
+    def age_days(self, on: dt.date) -> int:
+        """Days from the latest day `as_of` can mean to `on`: never overstates the age."""
+        return (on - period_end(self.as_of)).days
 
 
 @dataclass(frozen=True)
@@ -69,13 +91,13 @@ class MatchTable(Generic[E]):
 @dataclass(frozen=True)
 class PriceTable(MatchTable[Price]):
     currency: str
-    as_of: str
 
 
 @dataclass(frozen=True)
 class PublishedTable(MatchTable[Published]):
     benchmark: str
     server_bound: str
+    basis: str = ""  # how every entry was made (runtime, precision, division)
 
 
 def _entries(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -108,14 +130,27 @@ def _field(path: Path, i: int, entry: dict[str, Any], key: str, kind: type) -> A
     return str(value)
 
 
+def _as_of(path: Path, i: int, entry: dict[str, Any]) -> str:
+    # YAML reads an unquoted 2025-06-14 as a date and 2025 as an int: both are fine.
+    value = entry.get("as_of")
+    text = value.isoformat() if isinstance(value, dt.date) else "" if value is None else str(value)
+    if not text:
+        raise ConfigError(f"{path}: entries[{i}].as_of is missing (the date the price was read, e.g. 2025-06-14)")
+    try:
+        period_end(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: entries[{i}].as_of {text!r}: {exc}") from None
+    return text
+
+
 def load_prices(path: Path | None = None) -> PriceTable:
     path = Path(path or PRICES_FILE)
     data, raw = _entries(path)
     entries = tuple(Price(type=_field(path, i, e, "type", str), match=_field(path, i, e, "match", str),
                           usd_per_hour=_field(path, i, e, "usd_per_hour", float),
-                          source=_field(path, i, e, "source", str)) for i, e in enumerate(raw))
-    return PriceTable(path=path, currency=str(data.get("currency", "USD")), as_of=str(data.get("as_of", "unknown")),
-                      entries=entries)
+                          source=_field(path, i, e, "source", str), as_of=_as_of(path, i, e))
+                    for i, e in enumerate(raw))
+    return PriceTable(path=path, currency=str(data.get("currency", "USD")), entries=entries)
 
 
 def load_published(path: Path | None = None) -> PublishedTable:
@@ -127,4 +162,5 @@ def load_published(path: Path | None = None) -> PublishedTable:
                               server=_field(path, i, e, "server", float),
                               server_basis=_field(path, i, e, "server_basis", str)) for i, e in enumerate(raw))
     return PublishedTable(path=path, benchmark=str(data.get("benchmark", "resnet50")),
-                          server_bound=str(data.get("server_bound", "")), entries=entries)
+                          server_bound=str(data.get("server_bound", "")), basis=str(data.get("basis", "")),
+                          entries=entries)

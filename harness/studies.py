@@ -115,6 +115,7 @@ class Attempt:
     duration_ms: float | None
     valid: bool
     latency_ms: dict[str, float | None]
+    phase: str | None = None  # "search" (short run) or "confirm" (full length); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,8 @@ def _curve(f: _Fields) -> Curve:
 
 def _search(f: _Fields) -> SloSearch:
     attempts = tuple(Attempt(target_qps=a.number("target_qps"), duration_ms=a.number("duration_ms", nullable=True),
-                             valid=a.get("valid", bool), latency_ms=_latencies(a, "latency_ms"))
+                             valid=a.get("valid", bool), latency_ms=_latencies(a, "latency_ms"),
+                             phase=a.get("phase", str, nullable=True))
                      for a in f.children("attempts"))
     ladder = f.get("ladder", list)
     if not all(isinstance(i, str) for i in ladder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -77,9 +78,12 @@ def _plan(golden, *names, qps=20000.0, slo="p99:15ms", **kw):
 def test_plan_uses_measured_multi_gpu_scaling_and_ranks_by_cost(golden):
     plan = _plan(golden, "t4", "l4", "l4x4", "cpu", headroom=0.2, spares=1)
     l4, t4 = plan.ranked
-    # L4: the 4-GPU host's search, 5620 QPS / 4 = 1405 per GPU; 20000 / (1405 x 0.8) = 17.8 -> 18, N+1 = 19.
-    assert (l4.device, l4.system, l4.kind) == ("NVIDIA L4", "L4x4_torch", "search")
-    assert l4.qps_per_device == pytest.approx(1405.0) and (l4.devices, l4.deployed) == (18, 19)
+    # L4: the 4-GPU host's search found 5620 QPS but never confirmed it, so the plan steps down
+    # to its ladder's 5600 rung, whose every run met the SLO: 1400 per GPU;
+    # 20000 / (1400 x 0.8) = 17.9 -> 18, N+1 = 19.
+    assert (l4.device, l4.system, l4.kind) == ("NVIDIA L4", "L4x4_torch", "stepped down")
+    assert l4.qps_per_device == pytest.approx(1400.0) and (l4.devices, l4.deployed) == (18, 19)
+    assert l4.evidence.load == 5600 and l4.evidence.count() == "4 of 4"
     assert l4.usd_per_hour == pytest.approx(19 * 0.805)
     assert l4.usd_per_million == pytest.approx(19 * 0.805 / (20000 * 3600) * 1e6)
     # 1111/s per GPU lies between the 4-GPU host's ladder points at 4400 and 5600 system QPS.
@@ -111,7 +115,7 @@ def test_slo_without_a_search_plans_from_ladder_points_as_a_labelled_lower_bound
 
 def test_missing_price_is_absent_not_zero_and_ranks_last(golden, tmp_path):
     prices = tmp_path / "prices.yaml"
-    prices.write_text("entries:\n  - {type: T4, match: 'T4', usd_per_hour: 0.5, source: test}\n")
+    prices.write_text("entries:\n  - {type: T4, match: 'T4', usd_per_hour: 0.5, source: test, as_of: 2026-11}\n")
     studies = [load_study(golden(n)) for n in ("t4", "l4")]
     plan = make_plan(studies, PlanRequest("resnet50", 20000, parse_slo("p99:15ms")), load_prices(prices))
     assert [o.device for o in plan.ranked] == ["Tesla T4", "NVIDIA L4"]
@@ -165,6 +169,10 @@ def test_plan_cli_missing_or_corrupt_study(tmp_path, capsys):
 def test_cpu_plan_without_power_prints_absent_not_zero(edited_study, golden, capsys):
     def searched_at_500ms(data):
         data["slo_searches"][0].update(latency_ms=500.0, max_qps=20.0, confirmed=True)
+        data["slo_searches"][0]["attempts"][0]["valid"] = True  # p99 420 ms: within 500
+        for point in data["points"]:
+            for run in point["runs"] if point["scenario"] == "Server" else ():
+                run["valid"] = True
 
     cpu = edited_study("cpu", searched_at_500ms)
     assert main(["--qps", "100", "--slo", "p99:500ms", "--headroom", "0", str(cpu)]) == 0
@@ -172,7 +180,84 @@ def test_cpu_plan_without_power_prints_absent_not_zero(edited_study, golden, cap
     (row,) = parse_markdown_tables(out)[0]
     # 100 / 20 per host = 5 hosts, +1 spare; no NVML on a CPU: watts and energy are n/a.
     assert (row["device"], row["N (headroom)"], row["N+1"]) == ("CPU", "5", "6")
-    assert row["watts at load"] == "n/a" and row["kWh per 1M"] == "n/a"
+    assert row["GPU-only watts, N active, total"] == "n/a" and row["kWh per 1M"] == "n/a"
     assert row["USD per hour"] == f"{6 * 0.101:.2f}"
     assert "power absent in CPU_onnxruntime: CPU run: NVML measures NVIDIA GPUs only" in out
     assert "linear scaling across hosts" in out
+
+
+# ---- a capacity stands only where the runs at its load met the SLO --------------------------
+
+def _ladder_top(p99s, valid=None):
+    """Golden T4 with its search recorded as the sweep records one today: phases, a 3 s
+    confirmation at the 820 QPS maximum that passed, and the ladder's 1 s repeats at 820."""
+    valid = valid or [True] * len(p99s)
+
+    def edit(data):
+        search = data["slo_searches"][0]
+        for attempt in search["attempts"]:
+            attempt.update(phase="search", duration_ms=600)
+        search["attempts"].append({"target_qps": 820, "duration_ms": 3000, "valid": True, "phase": "confirm",
+                                   "latency_ms": {"p50": 6.5, "p90": 11.6, "p99": 14.5}})
+        rung = json.loads(json.dumps(next(p for p in data["points"] if p["id"] == search["ladder"][-1])))
+        rung.update(id="resnet50-fp16-torch-Server-q820", target_qps=820)
+        for run, p99, ok in zip(rung["runs"], p99s, valid):
+            run["valid"], run["latency_ms"]["p99"] = ok, p99
+        data["points"].append(rung)
+        search["ladder"].append(rung["id"])
+        data["plan"] = {"duration_ms": 1000, "search_ms": 600, "confirm_ms": 3000, "repeats": 3,
+                        "base": {"skip_accuracy_gate": True}}
+    return edit
+
+
+def test_a_confirmed_maximum_whose_repeats_fail_is_not_confirmed_and_shows_the_count(edited_study, capsys):
+    # As the shipped H100 fp32 search: confirmation passed, 1 of the ladder's 3 repeats at that load met the SLO.
+    t4 = edited_study("t4", _ladder_top([14.4, 16.4, 17.9], valid=[True, False, False]))
+    study = load_study(t4)
+    capacity = capacity_at(study, "resnet50", "fp16", "torch", parse_slo("p99:15ms"))
+    assert capacity.kind == "stepped down" and capacity.kind != "confirmed"
+    assert capacity.qps_per_device == 800  # the highest rung whose 3 runs all met it
+    assert "ladder repeat 1 of 3 at 1 s" in capacity.basis and "2 of 4 runs at 820 QPS" in capacity.basis
+    assert main(["--qps", "2000", str(t4)]) == 0
+    out = capsys.readouterr().out
+    row = parse_markdown_tables(out)[0][0]
+    assert row["capacity basis"] == "stepped down" and row["max QPS per device"] == "800"
+    assert row["runs within SLO at that load"] == "3 of 3"
+    assert "ladder repeat 1 of 3" in out and "confirmed:" not in out
+
+
+def test_a_stated_pass_fraction_lets_the_maximum_stand_with_its_count(edited_study):
+    study = load_study(edited_study("t4", _ladder_top([14.4, 16.4, 14.9], valid=[True, False, True])))
+    slo = parse_slo("p99:15ms")
+    assert capacity_at(study, "resnet50", "fp16", "torch", slo).qps_per_device == 800  # 3/4 is not every run
+    capacity = capacity_at(study, "resnet50", "fp16", "torch", slo, pass_fraction=0.75)
+    assert (capacity.kind, capacity.qps_per_device, capacity.evidence.count()) == ("confirmed", 820, "3 of 4")
+    assert ("confirmed: 3 of 4 runs at 820 QPS (confirmation 1 of 1 at 3 s; ladder repeat 2 of 3 at 1 s)"
+            in capacity.basis)
+
+
+def test_every_repeat_passing_confirms_the_maximum(edited_study):
+    study = load_study(edited_study("t4", _ladder_top([14.4, 14.1, 14.9])))
+    capacity = capacity_at(study, "resnet50", "fp16", "torch", parse_slo("p99:15ms"))
+    assert (capacity.kind, capacity.qps_per_device, capacity.evidence.count()) == ("confirmed", 820, "4 of 4")
+
+
+def test_a_maximum_no_run_supports_is_unconfirmed_and_ranks_after_lower_bounds(edited_study, golden):
+    def failing(data):
+        _ladder_top([16.0, 16.4, 17.9], valid=[False] * 3)(data)
+        data["slo_searches"][0]["attempts"][-1].update(valid=False)
+        data["slo_searches"][0]["confirmed"] = False
+        for point in data["points"]:
+            for run in point["runs"] if point["scenario"] == "Server" else ():
+                run["valid"] = False
+    study = load_study(edited_study("t4", failing))
+    capacity = capacity_at(study, "resnet50", "fp16", "torch", parse_slo("p99:15ms"))
+    assert capacity.kind == "unconfirmed" and "NOT CONFIRMED" in capacity.basis
+    l4 = load_study(golden("l4"))
+    plan = make_plan([study, l4], PlanRequest("resnet50", 2000, parse_slo("p99:15ms")), load_prices())
+    assert [o.kind for o in plan.ranked] == ["confirmed", "unconfirmed"]
+
+
+def test_pass_fraction_must_be_a_share(golden):
+    with pytest.raises(ConfigError, match="pass fraction"):
+        PlanRequest("resnet50", 100, parse_slo("p99:15ms"), pass_fraction=0.0)
