@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from harness.constraints import Slo, check
 from harness.studies import PlanInfo, SloSearch, Study
+from harness.verdict import basis_text, weights_text
 
 # Loads are target QPS; the ladder's top rung is the search's maximum times 1.0.
 _SAME_LOAD = 1e-6
@@ -111,7 +112,8 @@ def at_load(loads: list[LoadEvidence], load: float) -> LoadEvidence | None:
 
 @dataclass(frozen=True)
 class Provenance:
-    """A study's plan in words: run lengths in seconds, repeats, weights, profile, gate."""
+    """A study's plan by column (run lengths in seconds, repeats, weights, profile, gate) and
+    in the words the comparison report uses (`summary`)."""
 
     point_s: float | None
     search_s: float | None
@@ -120,21 +122,16 @@ class Provenance:
     weights: str
     run_profile: str
     accuracy_gate: str
-
-    def run_lengths(self) -> str:
-        def s(value: float | None) -> str:
-            return "not recorded" if value is None else f"{value:g} s"
-        return (f"points {s(self.point_s)} x {self.repeats if self.repeats is not None else '?'} repeats, "
-                f"search {s(self.search_s)}, confirmation {s(self.confirm_s)}")
+    summary: str
 
 
 def provenance(plan: PlanInfo | None, precision: str) -> Provenance:
     if plan is None:
         unknown = "not recorded (study.json has no plan)"
-        return Provenance(None, None, None, None, unknown, unknown, unknown)
+        return Provenance(None, None, None, None, unknown, unknown, unknown, basis_text(plan))
     if precision == "fp32":
         gate = "not applicable (fp32 is the reference)"
     else:
         gate = "skipped (--skip-accuracy-gate)" if plan.skip_accuracy_gate else "run against fp32"
     return Provenance(plan.duration_ms / 1000, plan.search_ms / 1000, plan.confirm_ms / 1000, plan.repeats,
-                      plan.weights, plan.run_profile, gate)
+                      weights_text(plan.weights), plan.run_profile, gate, basis_text(plan))

@@ -158,7 +158,7 @@ def main_caveat(o: PlanOption) -> str:
     if o.published_ratio:
         return (f"the published MLPerf result for this card (TensorRT INT8) is {1 / o.published_ratio:.1f}x this "
                 "capacity per GPU, so with TensorRT INT8 the count could fall by about that factor")
-    return f"the capacity rests on short runs ({o.provenance.run_lengths() if o.provenance else 'not recorded'})"
+    return f"the capacity rests on short runs ({o.provenance.summary if o.provenance else 'not recorded'})"
 
 
 def recommendation(plan: Plan) -> str:

@@ -206,7 +206,7 @@ def _ladder_top(p99s, valid=None):
         data["points"].append(rung)
         search["ladder"].append(rung["id"])
         data["plan"] = {"duration_ms": 1000, "search_ms": 600, "confirm_ms": 3000, "repeats": 3,
-                        "base": {"skip_accuracy_gate": True}}
+                        "scenarios": ["Server"], "base": {"skip_accuracy_gate": True}}
     return edit
 
 

@@ -53,7 +53,7 @@ def test_the_plan_says_what_its_figures_rest_on(monkeypatch, capsys):
     h200 = rests[("NVIDIA H200", "fp16")]
     assert (h200["point run s"], h200["search run s"], h200["confirmation run s"], h200["repeats"]) == (
         "1", "0.6", "3", "3")
-    assert h200["accuracy gate"] == "skipped (--skip-accuracy-gate)" and h200["weights"].startswith("seeded")
+    assert h200["accuracy gate"] == "skipped (--skip-accuracy-gate)" and h200["weights"] == "seeded random weights (not trained)"
     assert h200["run profile"].startswith("quick") and h200["runs within SLO"] == "4 of 4"
     assert rests[("NVIDIA H200", "fp32")]["accuracy gate"].startswith("not applicable")
 
