@@ -65,6 +65,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"onnxruntime int8_encoding {self._int8_encoding!r} is not one of {', '.join(INT8_ENCODINGS)}"
             )
+        self._choose_int8_cpu_path()
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -74,7 +75,6 @@ class OnnxRuntimeBackend(Backend):
         providers = self._providers_for_device(ort)
         self._requested_providers = [p if isinstance(p, str) else p[0] for p in providers]
 
-        self._choose_int8_cpu_path()
         path = self._int8_cpu_path
         cache_dir = self.options.extra.get("cache_dir")
         # int8 runs the explicit Q/DQ graph made from calibration/ scales, with TensorRT's
