@@ -9,7 +9,9 @@
 
 `key` holds everything the statistics depend on (model, weights, image size, dataset,
 subset, algorithm, ONNX file); a cache is reused only when every key field matches.
-`info` is provenance for people (library versions, timing) and never invalidates.
+`info` is provenance for people (library versions, timing) and never invalidates. The INT8
+CPU path (sut/cpu_isa.py) is not a key field: it changes how a graph stores the weights
+(reduce-range: the same thresholds at 7 bits), not any value cached here.
 `cache_hash` is stable across rebuilds of identical content, so later caches (TensorRT
 engines) can include it in their own keys.
 """

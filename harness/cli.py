@@ -19,6 +19,7 @@ from harness.argtypes import OneLineParser, int_at_least, positive_float
 from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, CliRequest
 from harness.errors import ConfigError, DeepgapError
 from sut.backends.base import MODELS, PRECISIONS
+from sut.cpu_isa import AUTO, INT8_CPU_PATHS
 from sut.settings import SCENARIOS
 
 log = logging.getLogger("deepgap")
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="picks the calibration images (the same seed as python -m calibration's)")
     quant.add_argument("--calibration-list", type=Path, default=None,
                        help="ImageNet image names to calibrate on (e.g. MLPerf's cal_image_list_option_1.txt)")
+    quant.add_argument("--int8-cpu-path", choices=INT8_CPU_PATHS, default=AUTO,
+                       help="ONNX Runtime INT8 on the CPU: vnni (full-range weights, exact with VNNI/AMX only), "
+                       "reduce-range (7-bit weights, exact on any CPU), u8u8 (full-range weights through "
+                       "slower U8U8 kernels, x86), or auto (vnni where the CPU has VNNI or AMX, else reduce-range)")
     quant.add_argument("--skip-accuracy-gate", action="store_true",
                        help="benchmark fp16/bf16/int8 even if they fail the check against FP32")
     quant.add_argument("--gate-samples", type=_positive_int, default=500,

@@ -21,6 +21,7 @@ from harness.errors import BackendError, ConfigError, DeviceError
 from harness.userconf import UserConf, key_rule, to_attr_value
 from scenarios.profiles import load_run_profile
 from sut.backends.base import MODELS, PRECISIONS, ModelSpec
+from sut.cpu_isa import AUTO, INT8_CPU_PATHS
 from sut.settings import SCENARIOS, check_settings, mlperf_rules, setting
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class CliRequest:
     calibration_count: int = 500
     calibration_seed: int = 0  # picks the calibration images; as `python -m calibration --calibration-seed`
     calibration_list: Path | None = None
+    int8_cpu_path: str = AUTO  # ONNX Runtime INT8 on the CPU: how it stays exact (sut/cpu_isa.py)
     skip_accuracy_gate: bool = False
     gate_samples: int = 500
     gate_min_agreement: float = 0.99
@@ -86,7 +88,7 @@ class CliRequest:
         choices = {
             "scenario": SCENARIOS, "model": MODELS, "precision": PRECISIONS,
             "mode": ("performance", "accuracy"), "dataset": DATASETS,
-            "calibration_algorithm": CALIBRATION_ALGORITHMS,
+            "calibration_algorithm": CALIBRATION_ALGORITHMS, "int8_cpu_path": INT8_CPU_PATHS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -294,6 +296,11 @@ class _Layers:
 def resolve(request: CliRequest) -> RunConfig:
     device = resolve_device(request.gpu)
     backend = choose_backend(request, device)
+    if request.int8_cpu_path != AUTO and not (
+        backend == "onnxruntime" and device.device == "cpu" and request.precision == "int8"
+    ):
+        raise ConfigError(f"--int8-cpu-path {request.int8_cpu_path} applies to --precision int8 with the "
+                          f"onnxruntime backend on the CPU, not {request.precision} with {backend} on {device.device}")
     scenario, model, precision = request.scenario, request.model, request.precision
     profile_values = device.profile.settings_for(model, precision, scenario)
     profile_name = f"GPU profile {device.profile.name} ({device.profile.path.name})"

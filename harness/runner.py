@@ -212,6 +212,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
         kind = "imagenet" if r.dataset == "imagenet" else "synthetic"
         calibrated = calibrate_for(config, model_spec(config), kind)
         extra["calibration"] = calibrated.cache
+        extra["int8_cpu_path"] = r.int8_cpu_path  # the gate's backend takes the same path
         record["calibration"] = {"path": str(calibrated.path), "subset": calibrated.subset,
                                  "reused": calibrated.reused, "algorithm": r.calibration_algorithm,
                                  "cache_hash": calibrated.cache.cache_hash}

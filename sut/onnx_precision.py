@@ -19,6 +19,9 @@ from builder flags, so the precision has to be written into the ONNX file:
     drop a Relu (the zero point is not the type's minimum), and it has no kernel for an
     int8 input with a uint8 output, so convolutions stay fp32 between conversions:
     slower than fp32 on the CPU (BENCHMARKS.md).
+  `weight_max` bounds the int8 weights: INT8_MAX (127, full range) by default;
+  REDUCED_WEIGHT_MAX (63, "reduce range", 7 bits) for x86 CPUs without VNNI, whose u8s8
+  kernels sum pairs of products in saturating 16-bit arithmetic (sut/cpu_isa.py).
 * `make_fp16`: every float32 initializer and tensor type becomes float16; the graph's
   input and output can stay float32 behind Cast nodes.
 
@@ -42,6 +45,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness.errors import BackendError, ConfigError
 from harness.files import atomic_path
+from sut.cpu_isa import INT8_MAX, REDUCED_WEIGHT_MAX
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ PRECISION_KEY = "deepgap.precision"
 QUANTIZATION_KEY = "deepgap.quantization"
 IO_DTYPE_KEY = "deepgap.io_dtype"
 ENCODING_KEY = "deepgap.int8_encoding"
+WEIGHT_RANGE_KEY = "deepgap.int8_weight_range"
 QDQ_SCHEME = "qdq per-tensor activations (Conv/Gemm inputs, Conv outputs after their Relu), per-channel int8 weights"
 
 SIGNED = "int8"  # every activation int8, zero point 0: TensorRT's only form
@@ -56,8 +61,8 @@ UNSIGNED = "uint8"  # every activation uint8, Relu outputs from zero: ONNX Runti
 INT8_ENCODINGS = (SIGNED, UNSIGNED)
 
 # Symmetric int8: [-127, 127] keeps the range symmetric about the zero point 0 (TensorRT
-# requires zero points of 0 and never produces -128).
-INT8_MAX = 127
+# requires zero points of 0 and never produces -128). REDUCED_WEIGHT_MAX: sut/cpu_isa.py.
+WEIGHT_MAXIMA = (INT8_MAX, REDUCED_WEIGHT_MAX)
 UINT8_MAX = 255
 UINT8_MIDPOINT = 128  # zero point that gives uint8 the int8 grid, for tensors with a sign
 # Per-channel DequantizeLinear (the `axis` attribute) exists from opset 13.
@@ -110,19 +115,26 @@ def make_qdq_int8(
     weight_scales: Mapping[str, np.ndarray],
     out_path: Path,
     encoding: str = SIGNED,
+    weight_max: int = INT8_MAX,
 ) -> Path:
     """Write the explicit-quantization INT8 graph of an fp32 ONNX model to `out_path`.
 
     `activation_amax` maps a tensor name to the largest magnitude it takes on calibration
     data (scale = amax / 127, or amax / 255 for a uint8 Relu output). `weight_scales` maps
-    a Conv/Gemm weight initializer name to its per-output-channel scales (max |w| per
-    channel / 127 for plain max calibration). `encoding` is SIGNED or UNSIGNED (see
-    the module docstring). Extra entries are ignored. Raises ConfigError for missing or
-    unusable scales or an unknown encoding, and BackendError for graphs this module cannot
-    quantize.
+    a Conv/Gemm weight initializer name to its per-output-channel scales, each mapping
+    int8 127 to the channel's threshold (max |w| / 127 for plain max calibration).
+    `encoding` is SIGNED or UNSIGNED (see the module docstring). `weight_max` is the
+    largest weight magnitude stored, INT8_MAX or REDUCED_WEIGHT_MAX: the same threshold
+    then maps to `weight_max` (scales x 127 / weight_max), so the calibration stays one
+    and the same whatever the range. Extra entries are ignored. Raises ConfigError for
+    missing or unusable scales, an unknown encoding or weight range, and BackendError for
+    graphs this module cannot quantize.
     """
     if encoding not in INT8_ENCODINGS:
         raise ConfigError(f"unknown int8 encoding {encoding!r}; choose from {', '.join(INT8_ENCODINGS)}")
+    if weight_max not in WEIGHT_MAXIMA:
+        raise ConfigError(f"unknown int8 weight range +-{weight_max!r}; choose from "
+                          f"{', '.join(f'+-{m}' for m in WEIGHT_MAXIMA)}")
     fp32_model_path, out_path = Path(fp32_model_path), Path(out_path)
     model = _load(fp32_model_path)
     _require_fp32(model, fp32_model_path)
@@ -176,7 +188,9 @@ def make_qdq_int8(
     for weight, axis in targets.weights.items():
         values = numpy_helper.to_array(initializers[weight]).astype(np.float32, copy=False)
         scales = _weight_scales(weight, values, axis, weight_scales)
-        quantized = _quantize_weight(weight, values, scales, axis)
+        if weight_max != INT8_MAX:
+            scales = (scales * np.float32(INT8_MAX / weight_max)).astype(np.float32)
+        quantized = _quantize_weight(weight, values, scales, axis, weight_max)
         q_name = names.fresh(f"{weight}_int8")
         scale_name = names.fresh(f"{weight}_scale")
         zero_name = names.fresh(f"{weight}_zero_point")
@@ -197,14 +211,15 @@ def make_qdq_int8(
     _rebuild_nodes(graph, input_pairs, renamed_inputs, output_pairs, weight_nodes, replacement)
     dropped = _drop_unused_initializers(graph, set(targets.weights))
     graph.initializer.extend(new_initializers)
-    _set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEME, ENCODING_KEY: encoding})
+    _set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEME, ENCODING_KEY: encoding,
+                          WEIGHT_RANGE_KEY: weight_range(weight_max)})
     _check(model, out_path)
     _save_atomic(model, out_path)
     log.info(
-        "int8 Q/DQ graph (%s): %d activation Q/DQ pairs, %d int8 weights "
-        "(%.1f MB -> %.1f MB, %d fp32 weights dropped): %s",
-        encoding, len(targets.tensors), len(weight_nodes), bytes_before / 1e6, bytes_after / 1e6,
-        dropped, out_path,
+        "int8 Q/DQ graph (%s activations, weights in %s): %d activation Q/DQ pairs, %d int8 "
+        "weights (%.1f MB -> %.1f MB, %d fp32 weights dropped): %s",
+        encoding, weight_range(weight_max), len(targets.tensors), len(weight_nodes),
+        bytes_before / 1e6, bytes_after / 1e6, dropped, out_path,
     )
     return out_path
 
@@ -402,15 +417,22 @@ def _weight_scales(
     return np.ascontiguousarray(scales)
 
 
-def _quantize_weight(weight: str, values: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
+def weight_range(weight_max: int) -> str:
+    """How a graph's weight range is recorded: "[-127, 127]" or "[-63, 63]"."""
+    return f"[-{weight_max}, {weight_max}]"
+
+
+def _quantize_weight(
+    weight: str, values: np.ndarray, scales: np.ndarray, axis: int, weight_max: int
+) -> np.ndarray:
     shape = [1] * values.ndim
     shape[axis] = scales.size
     # np.rint rounds half to even, as QuantizeLinear does.
     scaled = np.rint(values / scales.reshape(shape))
-    clipped = int(np.count_nonzero(np.abs(scaled) > INT8_MAX))
+    clipped = int(np.count_nonzero(np.abs(scaled) > weight_max))
     if clipped:
-        log.debug("weight %s: %d values clipped to +-%d", weight, clipped, INT8_MAX)
-    return np.clip(scaled, -INT8_MAX, INT8_MAX).astype(np.int8)
+        log.debug("weight %s: %d values clipped to +-%d", weight, clipped, weight_max)
+    return np.clip(scaled, -weight_max, weight_max).astype(np.int8)
 
 
 def _rebuild_nodes(
@@ -627,11 +649,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def precision_graph(
-    precision: str, fp32_path: Path, calibration: Any = None, int8_encoding: str = SIGNED
+    precision: str, fp32_path: Path, calibration: Any = None, int8_encoding: str = SIGNED,
+    weight_max: int = INT8_MAX,
 ) -> Path:
     """The ONNX graph that carries `precision`, derived from the FP32 export and written
     beside it. For int8, both runtimes get the same placement and calibrated ranges;
-    `int8_encoding` picks the runtime's integer type (module docstring).
+    `int8_encoding` picks the runtime's integer type and `weight_max` the weights' range
+    (module docstring); both are in the file name, beside the calibration's hash.
 
     `calibration` (int8 only) has `.activation_amax`, `.weight_scales` and `.cache_hash`.
     The derived graph is rewritten on every call (a quick rewrite of the FP32 graph), so a
@@ -646,6 +670,10 @@ def precision_graph(
     if precision == "int8":
         if calibration is None:
             raise BackendError("int8 needs a calibration cache (run with calibration, see python -m calibration)")
-        target = fp32_path.with_name(f"{fp32_path.stem}-int8-{int8_encoding}-{str(calibration.cache_hash)[:16]}.onnx")
-        return make_qdq_int8(fp32_path, calibration.activation_amax, calibration.weight_scales, target, int8_encoding)
+        weights = "" if weight_max == INT8_MAX else f"-w{weight_max}"
+        target = fp32_path.with_name(
+            f"{fp32_path.stem}-int8-{int8_encoding}{weights}-{str(calibration.cache_hash)[:16]}.onnx"
+        )
+        return make_qdq_int8(fp32_path, calibration.activation_amax, calibration.weight_scales, target,
+                             int8_encoding, weight_max)
     raise BackendError(f"no ONNX graph for precision {precision!r}; supported: fp32, fp16, int8")

@@ -5,7 +5,10 @@ itself, so batches run synchronously and `run_batch` returns a finished `DonePen
 It runs fp32 and int8 (the explicit Q/DQ graph from `calibration/` scales); fp16/bf16
 belong to the torch backend. `extra["int8_encoding"]` picks the int8 graph's encoding
 (default uint8, ONNX Runtime's fast path; "int8" is the graph TensorRT builds from, run
-here to check its accuracy where TensorRT is missing).
+here to check its accuracy where TensorRT is missing). On the CPU, `extra["int8_cpu_path"]`
+(default auto) picks how the int8 graph stays exact on this CPU's integer kernels: its
+weight range and session options (sut/cpu_isa.py); describe() records the CPU's ISA, the
+path and why.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 from harness.errors import BackendError
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, tight_loop_rows
 from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
-from sut.onnx_precision import INT8_ENCODINGS, UNSIGNED, precision_graph
+from sut.cpu_isa import AUTO, INT8_CPU_PATHS, INT8_MAX, CpuIsa, Int8CpuPath, choose_int8_cpu_path, detect_cpu_isa
+from sut.onnx_precision import INT8_ENCODINGS, SIGNED, UNSIGNED, precision_graph, weight_range
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,9 @@ class OnnxRuntimeBackend(Backend):
         self._session_providers: list[str] | None = None
         self._calibration_hash: str | None = None
         self._int8_encoding: str = str(options.extra.get("int8_encoding", UNSIGNED))
+        self._int8_cpu_request: str = str(options.extra.get("int8_cpu_path", AUTO))
+        self._cpu_isa: CpuIsa | None = None
+        self._int8_cpu_path: Int8CpuPath | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -58,6 +65,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"onnxruntime int8_encoding {self._int8_encoding!r} is not one of {', '.join(INT8_ENCODINGS)}"
             )
+        self._choose_int8_cpu_path()
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -67,16 +75,20 @@ class OnnxRuntimeBackend(Backend):
         providers = self._providers_for_device(ort)
         self._requested_providers = [p if isinstance(p, str) else p[0] for p in providers]
 
+        path = self._int8_cpu_path
         cache_dir = self.options.extra.get("cache_dir")
         # int8 runs the explicit Q/DQ graph made from calibration/ scales, with TensorRT's
         # placement and ranges, by default in uint8 so ONNX Runtime fuses integer kernels.
         self._model_path = precision_graph(
-            self.model.precision, export_onnx(self.model, cache_dir), calibration, self._int8_encoding
+            self.model.precision, export_onnx(self.model, cache_dir), calibration, self._int8_encoding,
+            path.weight_max if path is not None else INT8_MAX,
         )
         self._calibration_hash = getattr(calibration, "cache_hash", None)
 
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for key, value in (path.session_config if path is not None else {}).items():
+            session_options.add_session_config_entry(key, value)
         if self.options.threads is not None:
             session_options.intra_op_num_threads = int(self.options.threads)
         try:
@@ -160,6 +172,8 @@ class OnnxRuntimeBackend(Backend):
     # -- reporting ---------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
+        path = self._int8_cpu_path
+        weights = weight_range(path.weight_max if path is not None else INT8_MAX)
         return {
             "backend": self.name,
             "onnxruntime_version": self._ort_version,
@@ -167,9 +181,11 @@ class OnnxRuntimeBackend(Backend):
             "requested_providers": self._requested_providers,
             "model_path": str(self._model_path) if self._model_path is not None else None,
             "model_format": f"onnx opset {OPSET_VERSION}, {self.model.precision}"
-            + (f" (explicit Q/DQ, per-channel weights, {self._int8_encoding} activations)"
+            + (f" (explicit Q/DQ, per-channel weights in {weights}, {self._int8_encoding} activations)"
                if self.model.precision == "int8" else "")
             + ", dynamic batch",
+            "cpu_isa": self._cpu_isa.to_json() if self._cpu_isa is not None else None,
+            "int8_cpu_path": path.to_json() if path is not None else None,
             "calibration_hash": self._calibration_hash,
             "precision": self.model.precision,
             "device": self.options.device,
@@ -179,6 +195,24 @@ class OnnxRuntimeBackend(Backend):
         }
 
     # -- internals ---------------------------------------------------------------------
+
+    def _choose_int8_cpu_path(self) -> None:
+        """On the CPU: its ISA, and for int8 the path that is exact on it (sut/cpu_isa.py)."""
+        on_cpu = self.options.device == "cpu"
+        if self._int8_cpu_request not in INT8_CPU_PATHS:
+            raise BackendError(f"unknown int8_cpu_path {self._int8_cpu_request!r}; choose from "
+                               f"{', '.join(INT8_CPU_PATHS)}")
+        if self._int8_cpu_request != AUTO and not (on_cpu and self.model.precision == "int8"):
+            raise BackendError(f"int8_cpu_path {self._int8_cpu_request!r} applies to int8 on the CPU, "
+                               f"not {self.model.precision} on {self.options.device}")
+        if not on_cpu:
+            return
+        self._cpu_isa = detect_cpu_isa()
+        if self.model.precision == "int8":
+            self._int8_cpu_path = choose_int8_cpu_path(
+                self._int8_cpu_request, self._cpu_isa, signed_graph=self._int8_encoding == SIGNED
+            )
+            log.info("int8 on the CPU: %s path (%s)", self._int8_cpu_path.name, self._int8_cpu_path.reason)
 
     def _providers_for_device(self, ort: Any) -> list[str | tuple[str, dict[str, Any]]]:
         device = self.options.device

@@ -71,6 +71,7 @@ def out(tmp_path: Path) -> Path:
     (["--dataset", "coco"], ["--dataset", "synthetic"]),
     (["--bogus-flag"], ["unrecognized", "--bogus-flag"]),
     (["--max-batch"], ["--max-batch", "expected one argument"]),
+    (["--int8-cpu-path", "int4"], ["--int8-cpu-path", "int4", "reduce-range", "u8u8"]),
 ])
 def test_argparse_errors(cache_dir: Path, out: Path, args: list[str], words: list[str]) -> None:
     proc = run_cli([*args, "--output", out], cache_dir)
@@ -107,6 +108,16 @@ def test_half_precision_on_the_cpu(cache_dir: Path, out: Path, args: list[str]) 
 def test_int8_on_torch(cache_dir: Path, out: Path) -> None:
     proc = run_cli(["--precision", "int8", "--backend", "torch", "--gpu", "cpu", "--output", out], cache_dir)
     assert_one_line_error(proc, "int8", "--backend onnxruntime", "--backend tensorrt")
+
+
+@pytest.mark.parametrize("args", [
+    ["--precision", "fp32", "--gpu", "cpu"],  # no INT8 at all
+    ["--precision", "int8", "--gpu", "cpu", "--backend", "null"],
+])
+def test_int8_cpu_path_outside_onnxruntime_int8_on_the_cpu(cache_dir: Path, out: Path, args: list[str]) -> None:
+    proc = run_cli([*args, "--int8-cpu-path", "reduce-range", "--output", out], cache_dir)
+    assert_one_line_error(proc, "--int8-cpu-path reduce-range", "--precision int8", "onnxruntime", "CPU")
+    assert not out.exists()
 
 
 def test_tensorrt_on_cpu(cache_dir: Path, out: Path) -> None:
@@ -437,7 +448,8 @@ def test_equivalent_command_parses_back_to_the_same_request() -> None:
 
     request = CliRequest(scenario="Server", model="resnet18", precision="fp16", max_batch=64, target_qps=1234.5,
                          cuda_graphs=False, channels_last=False, skip_accuracy_gate=True, calibration_seed=7,
-                         output=Path("/tmp/with space"), run_profile="submission", overwrite=True)
+                         output=Path("/tmp/with space"), run_profile="submission", overwrite=True,
+                         int8_cpu_path="u8u8")
     line = command_for(request)
     assert line.startswith("python harness/run.py ") and "'/tmp/with space'" in line
     args = build_parser().parse_args(shlex.split(line)[2:])

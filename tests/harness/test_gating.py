@@ -14,11 +14,18 @@ from harness.runner import backend_options, execute
 GATED = dict(precision="int8", gate_samples=120, calibration_count=64, dataset_count=64)
 
 
-def test_faithful_int8_backend_passes_the_gate(tiny_request):
-    config = resolve(tiny_request(**GATED))
-    verdict = run_gate(config, backend_options(config))
+@pytest.mark.parametrize("cpu_path", ["reduce-range", "u8u8", "vnni", "auto"])
+def test_faithful_int8_backend_passes_the_gate(tiny_request, cpu_path):
+    """Each INT8 CPU path forced, where it is exact on this CPU (the full-range vnni path
+    needs VNNI or AMX), and auto: whichever this CPU resolves it to must pass too."""
+    from tests.sut.test_cpu_isa import exact_cpu_path
+
+    if cpu_path != "auto":
+        exact_cpu_path(cpu_path)  # skips, saying why, where the path is not exact here
+    config = resolve(tiny_request(**GATED, int8_cpu_path=cpu_path))
+    verdict = run_gate(config, backend_options(config, {"int8_cpu_path": cpu_path}))
     figures = verdict.figures
-    assert verdict.passed, verdict.line()
+    assert verdict.passed, f"{cpu_path}: {verdict.line()}"
     assert figures.samples == 120 and figures.top1 is not None
     assert figures.reference_top1 > 0.5  # the stand-in network is trained
     assert figures.agreement > 0.9 and figures.cosine > 0.98

@@ -3,6 +3,11 @@
 The scales come from a plain max calibration computed here, independently of the
 calibration package: run the fp32 graph with every quantized tensor exposed as an output
 and take max |x| per tensor, and max |w| / 127 per weight output channel.
+
+Tests that run an INT8 graph through ONNX Runtime name the CPU path they exercise
+(sut/cpu_isa.py): reduce-range and u8u8 are exact on any x86 CPU and run everywhere; the
+full-range vnni path is exact only on a CPU with VNNI or AMX and is skipped elsewhere,
+saying so (tests/sut/test_cpu_isa.py shows it saturating there).
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference  # noqa: E40
 from harness.errors import BackendError, ConfigError  # noqa: E402
 from sut.backends.base import ModelSpec  # noqa: E402
 from sut.data import SyntheticDataset  # noqa: E402
+from sut.cpu_isa import REDUCE_RANGE, U8U8, VNNI, Int8CpuPath  # noqa: E402
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
+from tests.sut.test_cpu_isa import exact_cpu_path  # noqa: E402
 from sut.onnx_precision import (  # noqa: E402
     FP16_MAX,
+    INT8_MAX,
     PRECISION_KEY,
+    REDUCED_WEIGHT_MAX,
+    WEIGHT_RANGE_KEY,
     ENCODING_KEY,
     QDQ_SCHEME,
     QUANTIZATION_KEY,
@@ -37,6 +47,7 @@ from sut.onnx_precision import (  # noqa: E402
     graph_precision,
     make_fp16,
     make_qdq_int8,
+    precision_graph,
     quantization_targets,
 )
 
@@ -83,9 +94,25 @@ def _max_calibration(
     return amax, scales
 
 
-def _logits(model_path: Path, images: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+def _logits(model_path: Path, images: np.ndarray, cpu_path: Int8CpuPath | None = None) -> np.ndarray:
+    return _session(model_path, cpu_path).run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def _session(model_path: Path, cpu_path: Int8CpuPath | None = None) -> Any:
+    """A CPU session, with `cpu_path`'s session options (u8u8's precision mode)."""
+    options = ort.SessionOptions()
+    for key, value in (cpu_path.session_config if cpu_path is not None else {}).items():
+        options.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+# Every path, each run where ONNX Runtime computes it exactly on this CPU.
+CPU_PATHS = (REDUCE_RANGE, U8U8, VNNI)
+
+
+def _int8_graph(fp32_path: Path, calibration, out: Path, encoding: str, path: Int8CpuPath) -> Path:
+    amax, scales = calibration
+    return make_qdq_int8(fp32_path, amax, scales, out, encoding, path.weight_max)
 
 
 def _agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, float, float]:
@@ -268,6 +295,38 @@ def test_unknown_encoding(fp32_path: Path, calibration, tmp_path: Path) -> None:
         make_qdq_int8(fp32_path, amax, scales, tmp_path / "x.onnx", "uint4")
 
 
+def test_reduced_weight_range_keeps_the_threshold_at_seven_bits(
+    fp32_path: Path, calibration, int8_path: Path, tmp_path: Path
+) -> None:
+    """Reduce range maps each channel's calibrated threshold to 63 instead of 127: scales
+    x 127 / 63, every weight inside [-63, 63], the range recorded in the graph."""
+    amax, scales = calibration
+    path = make_qdq_int8(fp32_path, amax, scales, tmp_path / "w63.onnx", UNSIGNED, REDUCED_WEIGHT_MAX)
+    model = onnx.load(str(path))
+    assert {p.key: p.value for p in model.metadata_props}[WEIGHT_RANGE_KEY] == "[-63, 63]"
+    assert {p.key: p.value for p in onnx.load(str(int8_path)).metadata_props}[WEIGHT_RANGE_KEY] == "[-127, 127]"
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = _producers(model)
+    for original, node in zip(_conv_gemm(onnx.load(str(fp32_path))), _conv_gemm(model), strict=True):
+        dq = producers[node.input[1]]
+        # Max calibration: each channel's largest |w| lands on the range's end.
+        assert np.abs(inits[dq.input[0]].astype(np.int32)).max() == REDUCED_WEIGHT_MAX
+        np.testing.assert_allclose(inits[dq.input[1]], scales[original.input[1]] * INT8_MAX / REDUCED_WEIGHT_MAX,
+                                   rtol=1e-6)
+    with pytest.raises(ConfigError, match=r"unknown int8 weight range \+-100"):
+        make_qdq_int8(fp32_path, amax, scales, tmp_path / "x.onnx", UNSIGNED, 100)
+
+
+def test_precision_graph_names_encoding_and_weight_range(fp32_path: Path, calibration) -> None:
+    amax, scales = calibration
+    cache = type("Calibration", (), {"activation_amax": amax, "weight_scales": scales, "cache_hash": "ab" * 32})()
+    full = precision_graph("int8", fp32_path, cache, UNSIGNED)
+    reduced = precision_graph("int8", fp32_path, cache, UNSIGNED, REDUCED_WEIGHT_MAX)
+    assert full.name == f"{fp32_path.stem}-int8-uint8-{'ab' * 8}.onnx"
+    assert reduced.name == f"{fp32_path.stem}-int8-uint8-w63-{'ab' * 8}.onnx"
+    assert full.read_bytes() != reduced.read_bytes()
+
+
 def test_weights_are_int8_with_per_channel_dq(fp32_path: Path, int8_path: Path) -> None:
     model = onnx.load(str(int8_path))
     inits = {i.name: i for i in model.graph.initializer}
@@ -315,18 +374,20 @@ def test_qdq_graph_runs_with_dynamic_batch(
     assert np.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("cpu_path", CPU_PATHS)
 @pytest.mark.parametrize("encoding", [SIGNED, UNSIGNED])
 def test_int8_logits_agree_with_fp32(
-    int8_path: Path, unsigned_path: Path, fp32_logits: np.ndarray, eval_images: np.ndarray,
-    record_property: Any, encoding: str,
+    fp32_path: Path, calibration, fp32_logits: np.ndarray, eval_images: np.ndarray,
+    record_property: Any, encoding: str, cpu_path: str, tmp_path: Path,
 ) -> None:
-    path = int8_path if encoding == SIGNED else unsigned_path
-    top1, cosine, in_top5 = _agreement(fp32_logits, _logits(path, eval_images))
+    path = exact_cpu_path(cpu_path)
+    graph = _int8_graph(fp32_path, calibration, tmp_path / "r18.onnx", encoding, path)
+    top1, cosine, in_top5 = _agreement(fp32_logits, _logits(graph, eval_images, path))
     record_property("int8_top1_agreement", top1)
     record_property("int8_cosine", cosine)
     record_property("int8_fp32_top1_in_int8_top5", in_top5)
     logging.getLogger(__name__).info(
-        "int8 (%s) vs fp32: top-1 %.3f cosine %.4f top-5 %.3f", encoding, top1, cosine, in_top5
+        "int8 (%s, %s) vs fp32: top-1 %.3f cosine %.4f top-5 %.3f", encoding, cpu_path, top1, cosine, in_top5
     )
     assert cosine > 0.95
     # Seeded weights leave many near-ties among 1000 logits, so top-1 flips with noise a
@@ -387,9 +448,11 @@ def test_refuses_to_requantize(int8_path: Path, calibration, tmp_path: Path) -> 
         make_qdq_int8(int8_path, amax, scales, tmp_path / "x.onnx")
 
 
-def test_gemm_without_transb_and_old_opset(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cpu_path", CPU_PATHS)
+def test_gemm_without_transb_and_old_opset(tmp_path: Path, cpu_path: str) -> None:
     """Gemm B of shape (K, N) is quantized along axis 1, and an opset 11 model is
     converted to 13 (per-channel DequantizeLinear needs it)."""
+    path = exact_cpu_path(cpu_path)
     rng = np.random.default_rng(0)
     conv_w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
     gemm_b = rng.normal(size=(4 * 4 * 4, 6)).astype(np.float32)  # (K, N)
@@ -411,15 +474,13 @@ def test_gemm_without_transb_and_old_opset(tmp_path: Path) -> None:
 
     x = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
     amax, scales = _max_calibration(src, x)
-    out = make_qdq_int8(src, amax, scales, tmp_path / "tiny-int8.onnx")
+    out = make_qdq_int8(src, amax, scales, tmp_path / "tiny-int8.onnx", weight_max=path.weight_max)
     quantized = onnx.load(str(out))
     assert [o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx")] == [13]
     dq = {n.output[0]: n for n in quantized.graph.node if n.op_type == "DequantizeLinear"}
     gemm = next(n for n in quantized.graph.node if n.op_type == "Gemm")
     assert dq[gemm.input[1]].attribute[0].i == 1
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-    got, want = session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0]
+    got, want = _session(out, path).run(None, {"x": x})[0], _session(src).run(None, {"x": x})[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.05
 
 
@@ -526,7 +587,7 @@ def _optimized_ops(path: Path, tmp_path: Path) -> Counter:
 
 
 def test_onnx_runtime_runs_the_unsigned_graph_as_integer_kernels(
-    fp32_path: Path, int8_path: Path, unsigned_path: Path, tmp_path: Path
+    fp32_path: Path, int8_path: Path, unsigned_path: Path, calibration, tmp_path: Path
 ) -> None:
     """uint8 activations let ONNX Runtime fold every Relu into its QuantizeLinear and fuse
     every convolution and residual Add into integer kernels. Symmetric int8 (TensorRT's
@@ -540,3 +601,25 @@ def test_onnx_runtime_runs_the_unsigned_graph_as_integer_kernels(
     assert unsigned["QLinearAdd"] == adds - 1 and unsigned["Relu"] == 1, unsigned
     signed = _optimized_ops(int8_path, tmp_path)
     assert signed["Relu"] > 0 and signed["QLinearConv"] < convs, signed
+    # Reduce range changes only the weights' values: the same integer kernels.
+    reduced = make_qdq_int8(fp32_path, *calibration, tmp_path / "w63.onnx", UNSIGNED, REDUCED_WEIGHT_MAX)
+    assert _optimized_ops(reduced, tmp_path) == unsigned
+
+
+def test_u8u8_path_turns_every_integer_convolutions_weights_unsigned(
+    unsigned_path: Path, tmp_path: Path
+) -> None:
+    """u8u8 relies on ONNX Runtime's session.x64quantprecision rewriting the int8 weights
+    of each QLinearConv (and QGemm) to uint8 for its U8U8 kernels: check it does, in the
+    installed version, for this graph."""
+    path = exact_cpu_path(U8U8)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "u8u8-optimized.onnx")
+    for key, value in path.session_config.items():
+        options.add_session_config_entry(key, value)
+    ort.InferenceSession(str(unsigned_path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(options.optimized_model_filepath)
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "QLinearConv"]
+    assert convs and {types[n.input[3]] for n in convs} == {TensorProto.UINT8}

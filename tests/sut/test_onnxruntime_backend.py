@@ -330,3 +330,72 @@ def test_unknown_int8_encoding_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="'int4' is not one of int8, uint8"):
         backend.load()
     assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("cpu_path", ["reduce-range", "u8u8", "vnni"])
+def test_forced_int8_cpu_path_shapes_the_graph_and_is_recorded(
+    cpu_path: str, cache_dir: Path, calibration_cache: Any, samples: np.ndarray
+) -> None:
+    """Each path forced, on any CPU: its weight range in the graph, its session option in
+    the session, and both with the CPU's ISA in describe() (so in measurements.json)."""
+    from sut.cpu_isa import X64_QUANT_PRECISION, detect_cpu_isa
+
+    if cpu_path == "u8u8" and not detect_cpu_isa().is_x86:
+        pytest.skip("u8u8 is an x86 path")
+    extra = {"cache_dir": cache_dir, "calibration": calibration_cache, "int8_cpu_path": cpu_path}
+    backend = OnnxRuntimeBackend(_spec(precision="int8"), BackendOptions(device="cpu", max_batch=4, extra=extra))
+    backend.load()
+    try:
+        info = backend.describe()
+        recorded = info["int8_cpu_path"]
+        assert (recorded["name"], recorded["requested"]) == (cpu_path, cpu_path)
+        assert "forced" in recorded["reason"] and info["cpu_isa"] == detect_cpu_isa().to_json()
+        reduced = cpu_path == "reduce-range"
+        assert ("-w63-" in Path(info["model_path"]).name) is reduced
+        assert ("[-63, 63]" if reduced else "[-127, 127]") in info["model_format"]
+        options = backend._session.get_session_options()
+        try:
+            entry = options.get_session_config_entry(X64_QUANT_PRECISION)
+        except RuntimeError:  # onnxruntime's answer for an entry never set
+            entry = None
+        assert (entry == "1") is (cpu_path == "u8u8")
+        assert np.isfinite(backend.logits(samples[:2])).all()
+    finally:
+        backend.close()
+
+
+def test_auto_int8_cpu_path_is_this_cpus_and_says_why(cache_dir: Path, calibration_cache: Any) -> None:
+    """What auto resolves to depends on the CPU (test_cpu_isa.py covers each kind); here
+    only that the record names this CPU's choice and its reason."""
+    from sut.cpu_isa import AUTO, choose_int8_cpu_path, detect_cpu_isa
+
+    extra = {"cache_dir": cache_dir, "calibration": calibration_cache}
+    backend = OnnxRuntimeBackend(_spec(precision="int8"), BackendOptions(device="cpu", max_batch=2, extra=extra))
+    backend.load()
+    backend.close()
+    recorded = backend.describe()["int8_cpu_path"]
+    expected = choose_int8_cpu_path(AUTO, detect_cpu_isa())
+    assert recorded == {**expected.to_json(), "requested": AUTO}
+    assert recorded["reason"] and recorded["exact"] is not False
+
+
+def test_fp32_on_the_cpu_records_the_isa_but_no_int8_path(cache_dir: Path) -> None:
+    backend = OnnxRuntimeBackend(_spec(), BackendOptions(device="cpu", max_batch=1, extra={"cache_dir": cache_dir}))
+    backend.load()
+    backend.close()
+    info = backend.describe()
+    assert info["cpu_isa"]["source"].startswith("CPUID") and info["int8_cpu_path"] is None
+
+
+@pytest.mark.parametrize("precision, cpu_path, message", [
+    ("int8", "int7", "unknown int8_cpu_path 'int7'"),
+    ("fp32", "reduce-range", "applies to int8 on the CPU, not fp32 on cpu"),
+])
+def test_bad_int8_cpu_path_is_refused_before_any_export(
+    tmp_path: Path, precision: str, cpu_path: str, message: str
+) -> None:
+    extra = {"cache_dir": tmp_path, "calibration": object(), "int8_cpu_path": cpu_path}
+    backend = OnnxRuntimeBackend(_spec(precision=precision), BackendOptions(device="cpu", extra=extra))
+    with pytest.raises(BackendError, match=message):
+        backend.load()
+    assert not (tmp_path / "onnx").exists()
