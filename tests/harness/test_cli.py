@@ -312,7 +312,11 @@ def test_plain_multistream_run_on_the_cpu_is_valid(cache_dir: Path, out: Path) -
                     "--dataset-count", "256", "--no-progress", "--output", out], cache_dir, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "result: VALID" in proc.stdout, proc.stdout
-    assert run_result(out, "MultiStream")["config"]["loadgen"]["min_query_count"] >= 662
+    # Either the warm-up raised the query count, or the minimum duration alone ran enough
+    # queries (a fast, quiet host): LoadGen's early stopping needs 662 for p99.
+    result = run_result(out, "MultiStream")
+    assert (result["config"]["loadgen"]["min_query_count"] >= 662
+            or result["harness"]["samples_completed"] // 8 >= 662), result["harness"]
 
 
 def test_plain_server_run_on_the_cpu_has_the_queries_p99_needs(cache_dir: Path, out: Path) -> None:
