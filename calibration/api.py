@@ -16,6 +16,7 @@ from typing import Any
 from harness.argtypes import file_sha256
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.cache import CalibrationCache, load_or_build
+from calibration.rules import check_calibration_list
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE, CalibrationStats, collect_statistics
 from calibration.subset import (
     DEFAULT_COUNT,
@@ -73,8 +74,7 @@ class CalibrationConfig:
             raise ConfigError(f"--threads must be positive, got {self.threads}")
         if self.dataset == "imagenet" and self.dataset_path is None:
             raise ConfigError("--dataset imagenet needs --dataset-path DIR (a folder with val_map.txt)")
-        if self.dataset == "synthetic" and self.calibration_list is not None:
-            raise ConfigError("--calibration-list names ImageNet images; use it with --dataset imagenet")
+        check_calibration_list(self.dataset, self.calibration_list)
         if self.dataset == "synthetic" and self.dataset_path is not None:
             raise ConfigError("--dataset-path is for --dataset imagenet")
         if self.dataset != "imagenet" and self.performance_set is not None:

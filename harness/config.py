@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
+from calibration.rules import check_calibration_list
 from harness.device import DeviceChoice, resolve_device
 from harness import limits
 from harness.errors import BackendError, ConfigError, DeviceError
@@ -119,22 +120,15 @@ class CliRequest:
         self._check_calibration()
 
     def _check_calibration(self) -> None:
-        """The calibration options, by `python -m calibration`'s own rules (CalibrationConfig),
-        so that a flag the run would drop is refused as that command refuses it."""
+        """The calibration options, by `python -m calibration`'s own rules (calibration.rules;
+        the numeric ones are checked above), so that a flag the run would drop is refused as
+        that command refuses it."""
         if self.calibration_list is not None and self.precision != "int8":
             raise ConfigError(f"--calibration-list is for --precision int8 (only INT8 is calibrated), "
                               f"not {self.precision}")
         if self.precision != "int8":
             return
-        from calibration.api import CalibrationConfig
-
-        imagenet = self.dataset == "imagenet"
-        CalibrationConfig(dataset=self.dataset, dataset_path=self.dataset_path if imagenet else None,
-                          calibration_list=self.calibration_list, count=self.calibration_count,
-                          seed=self.calibration_seed, algorithm=self.calibration_algorithm,
-                          percentile=self.calibration_percentile)
-        if self.calibration_list is not None and not Path(self.calibration_list).expanduser().is_file():
-            raise ConfigError(f"--calibration-list {self.calibration_list}: no such file")
+        check_calibration_list(self.dataset, self.calibration_list, must_exist=True)
 
 
 @dataclass
