@@ -15,6 +15,7 @@ What the gate measures on:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -122,7 +123,10 @@ def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
     try:
         under_test.load()
         reference.load()
+        started = time.perf_counter()
         figures = check_figures(under_test, reference, dataset, indices, measured_on)
+        log.info("accuracy gate: %d check images through %s %s and FP32 torch in %.1f s",
+                 len(indices), config.backend, spec.precision, time.perf_counter() - started)
     finally:
         under_test.close()
         reference.close()
