@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import shlex
 import sys
 import time
@@ -28,11 +29,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from harness import limits
-from harness.argtypes import OneLineParser, float_in, int_at_least
-from harness.config import BACKENDS, RunConfig, resolve
+from harness import limits, logs
+from harness.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
+                              int_at_least)
+from harness.config import BACKENDS, DEFAULT_BACKEND_RULE, CliRequest, RunConfig, choose_backend, resolve
 from harness.curves import DEFAULT_LADDER, ladder, spread
-from harness.errors import BackendError, OutputError, RunFailed
+from harness.device import resolve_device
+from harness.errors import BackendError, ConfigError, DeepgapError, OutputError, RunFailed, exit_code_epilog
 from harness.files import folder_lock
 from harness.loadgen_log import parse_summary
 from harness.results import LOADGEN_FILES, ResultPaths, load_measurements
@@ -53,6 +56,7 @@ from sut.settings import SCENARIOS
 FIRST_RUN_MARGIN = 2.5
 
 log = logging.getLogger("deepgap.sweep")
+SWEEP_LOG = "sweep.log"  # in the study folder: the sweep's lines, appended by each call
 
 # (config, backend extras such as INT8 calibration) -> a loaded backend
 BackendFactory = Callable[[RunConfig, dict[str, Any]], Backend]
@@ -130,12 +134,25 @@ class Sweep:
         return self._dataset
 
     def run(self) -> dict[str, Any]:
-        with folder_lock(self.store.root, "study"):  # a second sweep into this study is refused
-            return self._run()
+        groups = self.groups()  # a bad name or device fails before the study folder exists
+        # A second sweep into this study is refused; the sweep's own log lines go beside it.
+        with folder_lock(self.store.root, "study"), logs.run_log(self.store.root / SWEEP_LOG, append=True):
+            return self._run(groups)
 
-    def _run(self) -> dict[str, Any]:
-        # Resolve every group's configuration first: a bad name or device fails before any run.
-        groups = [Group(self, *g) for g in self.plan.groups()]
+    def groups(self) -> list[Group]:
+        """Every group with its configuration resolved (device, precision, backend, the
+        settings of each scenario), before anything is created or run; an error names the
+        group and the sweep's own flags (--precisions, not run.py's --precision)."""
+        groups = []
+        for model, precision, backend in self.plan.groups():
+            try:
+                groups.append(Group(self, model, precision, backend))
+            except DeepgapError as exc:
+                exc.args = (f"{group_key(model, precision, backend)}: {in_sweep_words(str(exc))}",)
+                raise
+        return groups
+
+    def _run(self, groups: list[Group]) -> dict[str, Any]:
         resuming = self.store.begin(self.plan)
         self.slo_conf = self.store.slo_conf(self.plan.slo)
         self.system = study_system(groups[0].load_config)
@@ -509,19 +526,19 @@ _fraction = float_in(0.0, 1.0)
 
 
 def build_parser() -> OneLineParser:
-    import argparse
-
     positive = int_at_least(1)
-    p = OneLineParser(prog="python -m harness.sweep", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m harness.sweep", description=__doc__, formatter_class=DefaultsHelpFormatter,
+                      epilog=exit_code_epilog() + "\n  (INVALID runs are a study's data: a finished study exits 0)")
     p.add_argument("--study", type=Path, required=True,
                    help="study folder: created, or resumed when it holds the same plan")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=["resnet50"])
-    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32"])
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["torch"])
-    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["Offline", "Server", "SingleStream"])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=["resnet50"], help="networks")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32"], help="numeric precisions")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
+                   help=f"inference runtimes (default: as harness/run.py chooses: {DEFAULT_BACKEND_RULE})")
+    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["Offline", "Server", "SingleStream"],
+                   help="LoadGen scenarios")
     p.add_argument("--batch-sizes", nargs="+", type=positive, default=list(DEFAULT_BATCH_SIZES),
-                   help="Offline max batch of each curve point (default 1 2 4 ... 512)")
+                   help="Offline max batch of each curve point")
     p.add_argument("--repeats", type=positive, default=3, help="runs per point (mean and std over them)")
     p.add_argument("--duration-ms", type=positive, default=2000, help="minimum duration of every measured run")
     p.add_argument("--search-ms", type=positive, default=1000, help="minimum duration of Server search runs")
@@ -532,20 +549,59 @@ def build_parser() -> OneLineParser:
                    help="fractions of the max Server QPS measured for the latency-throughput curve")
     p.add_argument("--search-tolerance", type=_fraction, default=0.03,
                    help="stop bisecting when the bracket is this fraction of its upper end")
-    p.add_argument("--server-max-batch", type=positive, default=None, help="Server batching (default: GPU profile)")
-    p.add_argument("--batch-timeout-us", type=int_at_least(0), default=None)
-    p.add_argument("--in-flight", type=positive, default=None, help="Offline and Server batches in flight")
-    p.add_argument("--gpu", default="auto", help="GPU profile or auto")
-    p.add_argument("--image-size", type=positive, default=None)
-    p.add_argument("--dataset-count", type=positive, default=None)
-    p.add_argument("--weights", default=None, help="seeded (default), torchvision, or a state-dict path")
-    p.add_argument("--min-query-count", type=positive, default=None)
+    p.add_argument("--server-max-batch", type=positive, default=None,
+                   help="Server batching (default: the GPU profile's)")
+    p.add_argument("--batch-timeout-us", type=int_at_least(0), default=None,
+                   help="Server: longest wait for a batch to fill (default: the GPU profile's)")
+    p.add_argument("--in-flight", type=positive, default=None,
+                   help="Offline and Server batches in flight (default: the GPU profile's)")
+    p.add_argument("--gpu", default="auto", help="GPU profile, cpu, or auto (match the visible device)")
+    p.add_argument("--image-size", type=positive, default=None, help="input height and width (default: 224)")
+    p.add_argument("--dataset-count", type=positive, default=None,
+                   help="synthetic samples (default: 1024, as harness/run.py)")
+    p.add_argument("--weights", default=None,
+                   help="seeded, torchvision, or a state-dict path (default: seeded)")
+    p.add_argument("--min-query-count", type=positive, default=None,
+                   help="minimum query count of every run (default: the run profile's)")
     p.add_argument("--skip-accuracy-gate", action="store_true",
-                   help="do not check fp16/bf16/int8 against FP32 before each group")
-    p.add_argument("--dry-run", action="store_true", help="print the plan's size and a time estimate, run nothing")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--progress", action="store_true", help="a progress line during each run")
+                   help="do not check fp16/bf16/int8 against FP32 before each group (default: off: the gate runs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve every group's configuration (device, precision, backend), print the plan's size "
+                   "and a time estimate, run nothing (default: off)")
+    add_json_flag(p)
+    add_verbose_flag(p, "warnings and a line per run")
+    p.add_argument("--progress", action="store_true", help="a progress bar during each run (default: off)")
     return p
+
+
+_RUN_FLAG = re.compile(r"--(precision|backend|model|scenario)\b(?!s)")
+
+
+def in_sweep_words(message: str) -> str:
+    """A run's error in the sweep's words: its flags are --precisions, --backends,
+    --models and --scenarios where harness/run.py has --precision, ... ."""
+    return _RUN_FLAG.sub(lambda m: f"--{m.group(1)}s", message)
+
+
+def default_backends(precisions: Sequence[str], gpu: str) -> tuple[str, ...]:
+    """The backend harness/run.py would choose for each precision on this device
+    (config.default_backend, through choose_backend and its checks): a study with no
+    --backends uses it, so a sweep and a run of the same precision measure the same thing."""
+    device = resolve_device(gpu)
+    chosen: dict[str, str] = {}
+    for precision in precisions:
+        try:
+            chosen[precision] = choose_backend(CliRequest(precision=precision, gpu=gpu), device)
+        except DeepgapError as exc:
+            exc.args = (in_sweep_words(str(exc)),)
+            raise
+    backends = tuple(dict.fromkeys(chosen.values()))
+    if len(backends) > 1:
+        which = ", ".join(f"{p}: {b}" for p, b in chosen.items())
+        raise ConfigError(f"--precisions {' '.join(precisions)} have different default backends here ({which}) and "
+                          "a study runs each precision on each of its backends: give --backends, or make one "
+                          "study per backend")
+    return backends
 
 
 def plan_from_args(args: Any) -> StudyPlan:
@@ -553,8 +609,9 @@ def plan_from_args(args: Any) -> StudyPlan:
             if getattr(args, k) is not None}
     if args.skip_accuracy_gate:
         base["skip_accuracy_gate"] = True
+    backends = tuple(args.backends) if args.backends else default_backends(args.precisions, args.gpu)
     return StudyPlan(
-        models=tuple(args.models), precisions=tuple(args.precisions), backends=tuple(args.backends),
+        models=tuple(args.models), precisions=tuple(args.precisions), backends=backends,
         scenarios=tuple(args.scenarios), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
         duration_ms=args.duration_ms, search_ms=args.search_ms, confirm_ms=args.confirm_ms,
         slo=parse_slo(args.slo), ladder=tuple(args.ladder), server_max_batch=args.server_max_batch,
@@ -564,29 +621,41 @@ def plan_from_args(args: Any) -> StudyPlan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.cli import guarded
+    from harness.argtypes import guarded
+    from harness.jsonsummary import SummaryTarget, study_fields
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    summary = SummaryTarget("sweep")
 
     def body() -> int:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(asctime)s %(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
-        if not args.verbose:
-            for noisy in ("sut", "harness.runner", "harness.sizing", "harness.gating", "calibration"):
-                logging.getLogger(noisy).setLevel(logging.WARNING)
+        summary.target = args.json
+        # The sweep's own lines (one per run) are its screen; the runs' details go to their logs.
+        logs.setup(verbose=args.verbose, shown=("deepgap.sweep",), timestamps=True)
         plan = plan_from_args(args)
-        if args.dry_run:
-            print(f"{len(plan.groups())} group(s), about {planned_runs(plan)} runs, at least "
-                  f"{estimated_seconds(plan) / 60:.1f} min plus backend loading")
-            return 0
         command = shlex.join(["python", "-m", "harness.sweep", *argv])
-        study = Sweep(plan, args.study, command, show_progress=args.progress).run()
+        sweep = Sweep(plan, args.study, command, show_progress=args.progress)
+        if args.dry_run:
+            groups = sweep.groups()  # what the real run would refuse, refused now
+            runs, seconds = planned_runs(plan), estimated_seconds(plan)
+            print(f"{len(groups)} group(s) ({', '.join(g.key for g in groups)}) on {groups[0].load_config.device.name}, "
+                  f"about {runs} runs, at least {seconds / 60:.1f} min plus backend loading", file=summary.screen)
+            summary.write(0, {"dry_run": True, "groups": [g.key for g in groups], "runs": runs,
+                              "min_seconds": round(seconds, 1)})
+            return 0
+        study_json = args.study / "study.json"
+        try:
+            study = sweep.run()
+        except RunFailed as exc:  # the finished points are saved: say which, with the error
+            if study_json.is_file():
+                summary.write(exc.exit_code, {**study_fields(study_json), "error": str(exc)})
+            raise
         print(f"study: {len(study['points'])} points, {len(study['curves'])} curve(s), "
-              f"{len(study['slo_searches'])} SLO search(es): {args.study / 'study.json'}")
+              f"{len(study['slo_searches'])} SLO search(es): {study_json}", file=summary.screen)
+        summary.write(0, study_fields(study_json))
         return 0
 
-    return guarded("sweep", body, "interrupted; rerun the same command to resume")
+    return guarded("sweep", body, "interrupted; rerun the same command to resume", summary=summary)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from audit.test01_baseline import ACCURACY_DIR_FILES
 from tests.audit.conftest import PART3_SAMPLES, SYSTEM_DIR, CachingBackend, InconsistentBackend, submit, submit_flipping
 from harness.errors import OutputError
 from harness.loadgen_log import parse_detail
+from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_honest_sut_passes_both_compliance_tests_and_the_check(good_submission):
     assert "\nmismatches: 0\n" in text and "\nmatches: 0\n" not in text  # something was compared
     for name in ("accuracy", "performance/run_1", "TEST01/performance/run_1", "TEST04/performance/run_1"):
         assert (d / name / "mlperf_log_detail.txt").is_file(), name
-    assert (d.parents[3] / "systems" / "CPU_null_fp32.json").is_file()
+    assert (d.parents[3] / "systems" / f"{cpu_system('null')}.json").is_file()
     # Each overlay lives in its own test's folder; nothing was left where a run could find it.
     assert "performance_issue_same = 1" in (d / "TEST04" / "audit.config").read_text()
     detail = parse_detail(d / "TEST05/performance/run_1/mlperf_log_detail.txt")
@@ -163,7 +164,7 @@ def test_what_an_interrupted_submission_left_is_not_a_result(tmp_path):
     from audit.submission import _claim_folders
     from harness.results import ResultPaths, load_measurements
 
-    paths = ResultPaths(tmp_path / "out", "CPU_null_fp32", "resnet18", "SingleStream", "performance")
+    paths = ResultPaths(tmp_path / "out", cpu_system("null"), "resnet18", "SingleStream", "performance")
     partial = paths.scenario_dir / "TEST01" / "performance" / "run_1.partial-99999"
     partial.mkdir(parents=True)
     (partial / "mlperf_log_detail.txt").write_text("half a run")

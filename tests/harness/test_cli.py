@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from harness.loadgen_log import parse_detail
+from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny valid run: a few seconds on two CPU cores.
 TINY = ["--image-size", "32", "--model", "resnet18", "--dataset-count", "64",
         "--min-duration-ms", "200", "--min-query-count", "16", "--target-qps", "200",
         "--gpu", "cpu", "--backend", "torch", "--no-progress"]
-SYSTEM = "CPU_torch_fp32"
+SYSTEM = cpu_system("torch", "fp32")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,16 @@ def run_cli(args: list[str], cache: Path, timeout: float = 180,
 
     return subprocess.run([sys.executable, "harness/run.py", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
+
+
+def assert_finished(proc: subprocess.CompletedProcess) -> None:
+    """A run that finished and kept its result: exit 0 when LoadGen called it VALID, 6 when
+    INVALID (these tiny runs are not about validity; a busy host may make one too short)."""
+    from harness.errors import INVALID_RESULT_EXIT
+
+    assert proc.returncode in (0, INVALID_RESULT_EXIT), f"{proc.stdout}\n{proc.stderr}"
+    assert ("result: VALID" in proc.stdout) == (proc.returncode == 0), proc.stdout
+    assert "Traceback" not in proc.stderr
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -286,7 +297,7 @@ def test_shortened_submission_run_says_it_is_not_submission_grade(cache_dir: Pat
             "--no-progress"]
     proc = run_cli([*tiny, "--profile", "submission", "--user-conf", conf, "--dataset-count", "1024",
                     "--output", out], cache_dir)
-    assert proc.returncode == 0, proc.stderr
+    assert_finished(proc)
     assert "(run profile submission)" in proc.stdout
     note = next(line for line in proc.stdout.splitlines() if "submission-grade" in line)
     assert note.startswith("note: not a submission-grade result: ")
@@ -324,7 +335,7 @@ def test_plain_server_run_on_the_cpu_has_the_queries_p99_needs(cache_dir: Path, 
     proc = run_cli(["--scenario", "Server", "--gpu", "cpu", "--model", "resnet18", "--image-size", "32",
                     "--dataset-count", "256", "--target-qps", "60", "--no-progress", "--output", out],
                    cache_dir, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert_finished(proc)
     result = run_result(out, "Server")
     assert result["config"]["loadgen"]["min_query_count"] == 1001  # p99 with three queries over the bound
     # With three or fewer queries over the 15 ms bound, 1001 queries meet early stopping; a busy
@@ -373,8 +384,7 @@ def repeated_runs(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
 
 def test_first_run_succeeds(repeated_runs: dict) -> None:
     proc = repeated_runs["first"]
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_finished(proc)
     run_dir = repeated_runs["output"] / "results" / SYSTEM / "resnet18" / "Offline" / "performance" / "run_1"
     assert (run_dir / "mlperf_log_summary.txt").is_file()
     assert str(run_dir) in proc.stdout
@@ -395,8 +405,7 @@ def test_refused_run_leaves_first_result_untouched(repeated_runs: dict) -> None:
 
 def test_overwrite_replaces_the_result(repeated_runs: dict) -> None:
     proc = repeated_runs["third"]
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_finished(proc)
     before, after = repeated_runs["after_first"], repeated_runs["after_third"]
     summary = next(name for name in before if name.endswith("mlperf_log_summary.txt"))
     assert summary in after

@@ -197,7 +197,11 @@ def test_a_dataset_smaller_than_the_max_batch_runs(tmp_path: Path, scenario: str
     env = dict(os.environ, DEEPGAP_CACHE=str(tmp_path / "cache"), CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "harness/run.py", *map(str, args)], cwd=root, env=env,
                           capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # 16 Server queries are too few for LoadGen's early stopping (p99 needs 459): a finished
+    # run whose result is INVALID, exit code 6, its result kept.
+    from harness.errors import INVALID_RESULT_EXIT
+
+    assert proc.returncode == (0 if scenario == "Offline" else INVALID_RESULT_EXIT), proc.stdout + proc.stderr
     measurements = next((tmp_path / "out").rglob("measurements.json"))
     performance = json.loads(measurements.read_text())["runs"]["performance"]
     assert performance["status"] == "ok"
