@@ -63,7 +63,7 @@ class SubmissionOutcome:
         checker's counts and its FAIL lines; the whole check (check.txt) with `verbose`."""
         lines = [f"submission run: {self.scenario_dir}", f"grade: {self.grade}"]
         if self.accuracy is not None:
-            lines.append(f"  accuracy run: {self.accuracy.verdict_line()}")
+            lines.append(f"  accuracy: {self.accuracy.verdict_line()}")
         lines.append(f"  performance run: {self._performance_line()}")
         by_test: dict[str, list[Verdict]] = {}
         for v in self.verdicts:

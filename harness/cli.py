@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--in-flight", type=_positive_int, default=None,
                           help=f"batches in flight at once on CUDA (one stream each) {_FROM_PROFILE}")
     batching.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False,
-                          default=None, help="run eagerly instead of replaying CUDA graphs (default: graphs "
+                          default=None, help="run eagerly instead of replaying CUDA graphs (default: off: graphs "
                           "on CUDA unless the GPU profile turns them off; never on the CPU)")
     batching.add_argument("--staging", choices=("device", "host"), default=None,
                           help="where the performance set lives on CUDA runs: GPU memory or pinned host memory "
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-q", "--quiet", action="store_true",
                      help="the result screen and errors only, no warnings (default: off)")
     out.add_argument("--no-progress", dest="progress", action="store_false",
-                     help="no progress bar (default: a bar while a run is timed, where stderr is a terminal)")
+                     help="no progress bar (default: off: a bar while a run is timed, where stderr is a terminal)")
     return p
 
 

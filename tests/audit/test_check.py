@@ -258,3 +258,24 @@ def test_server_latency_rule(tmp_path, target_ns, p99_ns, passed):
     add_mllog(detail, "result_99.00_percentile_latency_ns", p99_ns)
     findings = [f for f in check_tree(tmp_path).scenarios[0].findings if f.rule == "server-latency"]
     assert [f.status for f in findings] == ["PASS" if passed else "FAIL"], findings
+
+
+def test_cli_json_counts_the_findings(good_tree, tmp_path):
+    import json
+
+    summary = tmp_path / "check.json"
+    good = run_check_cli(str(good_tree), "--json", str(summary))
+    data = json.loads(summary.read_text())
+    assert (data["command"], data["exit_code"], data["passed"]) == ("check", good.returncode, True) == \
+        ("check", 0, True)
+    lines = good.stdout.splitlines()
+    for status in ("PASS", "FAIL", "NOTE"):
+        assert data["findings"][status] == sum(line.startswith(f"  {status} [") for line in lines)
+    set_mllog(good_tree / SYSTEM_DIR / PERF_DETAIL, "effective_schedule_rng_seed", 1)
+    bad = run_check_cli(str(good_tree), "--json", "-")
+    data = json.loads(bad.stdout)
+    assert bad.returncode == data["exit_code"] == 5 and data["findings"]["FAIL"] == 1
+    (result,) = data["results"]
+    assert result["failed"] == [f"[official-seeds] {SYSTEM_DIR}/{PERF_DETAIL}: schedule_rng_seed is 1, "
+                                f"official {OFFICIAL_SEEDS['schedule_rng_seed']}"]
+    assert "deepgap results check:" in bad.stderr  # the report moves to stderr

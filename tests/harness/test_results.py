@@ -524,3 +524,24 @@ def test_what_is_in_the_way_is_refused_before_anything_is_measured(tmp_path: Pat
     assert code == 2
     one_line_error(err, *words)
     assert not list(output.rglob("mlperf_log_*")), "the benchmark ran before the output was checked"
+
+
+def test_empty_loadgen_logs_are_removed_and_ones_with_entries_kept(tmp_path: Path) -> None:
+    from harness.results import remove_empty_loadgen_files
+
+    def run_dir(name: str, trace: str, accuracy: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "mlperf_log_trace.json").write_text(trace)
+        (folder / "mlperf_log_accuracy.json").write_text(accuracy)
+        return folder
+
+    empty = run_dir("empty", "", "[\n]\n")
+    remove_empty_loadgen_files(empty, keep_accuracy_log=False)
+    assert not any(empty.iterdir())
+    sampled = run_dir("sampled", '{"traceEvents": []}', '[{"seq_id": 0, "qsl_idx": 3, "data": "01000000"}]\n')
+    remove_empty_loadgen_files(sampled, keep_accuracy_log=False)
+    assert sorted(p.name for p in sampled.iterdir()) == ["mlperf_log_accuracy.json", "mlperf_log_trace.json"]
+    kept = run_dir("compliance", "", "[]")  # TEST01 reads its run's log, empty or not
+    remove_empty_loadgen_files(kept, keep_accuracy_log=True)
+    assert [p.name for p in kept.iterdir()] == ["mlperf_log_accuracy.json"]
