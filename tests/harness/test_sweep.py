@@ -287,10 +287,10 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
     """One rule (config.default_backend): a sweep without --backends measures what
     `harness/run.py --precision P` would (the sweep defaulted to torch, the run to onnxruntime)."""
     from harness import config as config_module
-    from harness import sweep as sweep_module
+    from harness import sweep_cli as sweep_module
     from harness.config import CliRequest, choose_backend
     from harness.device import DeviceChoice, resolve_device
-    from harness.sweep import build_parser, plan_from_args
+    from harness.sweep_cli import build_parser, plan_from_args
 
     cpu = resolve_device("cpu")
     cuda = DeviceChoice(cpu.profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)  # no GPU here: the choice only
@@ -306,7 +306,7 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
 
 def test_precisions_whose_default_backends_differ_need_backends(monkeypatch, capsys):
     from harness import config as config_module
-    from harness import sweep as sweep_module
+    from harness import sweep_cli as sweep_module
     from harness.device import DeviceChoice, resolve_device
 
     cuda = DeviceChoice(resolve_device("cpu").profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)
