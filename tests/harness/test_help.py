@@ -25,7 +25,8 @@ COMMANDS = {
 
 def help_of(command: str) -> str:
     argv, _ = COMMANDS[command]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", COLUMNS="100")
+    # Wide enough that no help line wraps: argparse breaks words at hyphens ("cliux- old").
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", COLUMNS="2000")
     proc = subprocess.run([sys.executable, *argv, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
@@ -100,7 +101,7 @@ def test_help_ends_with_the_exit_code_table(command: str) -> None:
 
 
 def test_check_help_has_defaults_and_exit_codes() -> None:
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", COLUMNS="100")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", COLUMNS="2000")
     proc = subprocess.run([sys.executable, "-m", "audit.check", "--help"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     blocks = option_blocks(proc.stdout)
