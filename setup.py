@@ -29,6 +29,7 @@ setup(
         "scikit-learn>=1.3",  # its bundled handwritten digits train the accuracy gate's network
         "matplotlib>=3.8",  # PNG plots of the comparison report (Agg canvas, no display)
         "jinja2>=3.0",  # the comparison report's and the capacity plan's HTML and Markdown templates
+        "tqdm>=4.60",  # the progress bar of a timed run
     ],
     extras_require={
         "gpu": ["nvidia-ml-py>=12.535"],

@@ -3,7 +3,8 @@ submission rules, reading LoadGen's detail logs (`:::MLLOG` lines), not just sum
 
     python -m audit.check OUT [--strict]
 
-Every finding names its rule and the file it is about; any FAIL makes the exit status 1.
+Every finding names its rule and the file it is about; any FAIL makes the exit status 5
+(harness/errors.py EXIT_CODES, the same table for every deepgap command).
 Strict mode (600 s minimum duration, 24576 Offline samples, 662 MultiStream queries,
 performance sample count >= 1024, an accuracy verdict) is the default for a result made
 with the submission profile, and `--strict` forces it. A quick-profile rehearsal is
@@ -205,26 +206,51 @@ def check_tree(path: Path, strict: bool | None = None) -> CheckReport:
 # --------------------------------------------------------------------------- command line
 
 
+def report_fields(report: CheckReport) -> dict[str, Any]:
+    """--json: the verdict and the findings counted by status, over the tree and per result."""
+    def counts(findings: list[Finding]) -> dict[str, int]:
+        return {status: sum(f.status == status for f in findings) for status in ("PASS", "FAIL", "NOTE")}
+
+    return {
+        "root": str(report.root), "passed": report.passed,
+        "findings": counts([f for s in report.scenarios for f in s.findings] + report.problems),
+        "results": [{"result": s.name, "passed": s.passed, "strict": s.strict, "findings": counts(s.findings),
+                     "failed": [f"[{f.rule}] {f.file}: {f.message}" for f in s.findings if f.status == "FAIL"]}
+                    for s in report.scenarios],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from harness.argtypes import OneLineParser
-    from harness.errors import DeepgapError
+    from harness import logs
+    from harness.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, guarded
+    from harness.errors import AUDIT_FAILED_EXIT, OK_EXIT, exit_code_epilog
+    from harness.jsonsummary import SummaryTarget
 
-    parser = OneLineParser(prog="python -m audit.check",
+    parser = OneLineParser(prog="python -m audit.check", formatter_class=DefaultsHelpFormatter,
+                           epilog=exit_code_epilog(),
                            description="Check a deepgap results tree against MLPerf's submission rules.")
     parser.add_argument("results", type=Path, help="output root holding results/ and systems/ (or its results/ folder)")
     parser.add_argument("--strict", action="store_true", default=None,
                         help="apply the full rules (600 s, 24576 Offline samples, 1024 performance samples, "
-                        "labelled accuracy) even to quick-profile rehearsals")
-    try:
-        args = parser.parse_args(argv)
+                        "labelled accuracy) even to quick-profile rehearsals (default: off: strict for "
+                        "submission-profile results, relaxed for quick ones)")
+    add_json_flag(parser)
+    add_verbose_flag(parser)
+    summary = SummaryTarget("check")
+
+    def body() -> int:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        summary.target = args.json
+        logs.setup(verbose=args.verbose)
         report = check_tree(args.results, strict=args.strict)
-    except DeepgapError as exc:
-        print(f"audit.check: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(report.render())
-    return 0 if report.passed else 1
+        print(report.render(), file=summary.screen)
+        code = OK_EXIT if report.passed else AUDIT_FAILED_EXIT
+        summary.write(code, report_fields(report))
+        return code
+
+    return guarded("audit.check", body, summary=summary)
 
 
 if __name__ == "__main__":

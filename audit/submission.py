@@ -58,17 +58,44 @@ class SubmissionOutcome:
     def passed(self) -> bool:
         return all(v.passed for v in self.verdicts) and self.report.passed
 
-    def render(self) -> str:
+    def render(self, verbose: bool = False) -> str:
+        """The short screen: each run's outcome, each compliance test's verdict, the
+        checker's counts and its FAIL lines; the whole check (check.txt) with `verbose`."""
         lines = [f"submission run: {self.scenario_dir}", f"grade: {self.grade}"]
         if self.accuracy is not None:
             lines.append(f"  accuracy: {self.accuracy.verdict_line()}")
-        lines += [f"  {v.line()}" for v in self.verdicts]
-        lines.append(self.report.render())
+        lines.append(f"  performance run: {self._performance_line()}")
+        by_test: dict[str, list[Verdict]] = {}
+        for v in self.verdicts:
+            by_test.setdefault(v.test, []).append(v)
+        for test, verdicts in by_test.items():
+            if all(v.passed for v in verdicts):
+                lines.append(f"  {test}: PASS ({', '.join(v.check for v in verdicts)})")
+            else:
+                lines += [f"  {v.line()}" for v in verdicts if not v.passed]
+        findings = [f for c in self.report.scenarios for f in c.findings] + self.report.problems
+        counts = ", ".join(f"{sum(f.status == s for f in findings)} {s}" for s in ("PASS", "FAIL", "NOTE"))
+        lines.append(f"  results check: {'PASS' if self.report.passed else 'FAIL'} ({counts}; "
+                     f"{self.scenario_dir / 'check.txt'})")
+        lines += [f"  {f.line().strip()}" for f in findings if f.status == "FAIL"]
+        if verbose:
+            lines.append(self.report.render())
         notes = [REHEARSAL_GRADE] if self.rehearsal else []
         if self.accuracy is not None and self.accuracy.passed is None:
             notes.append("accuracy not judged: no verdict")
         lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}" + (f" ({'; '.join(notes)})" if notes else ""))
         return "\n".join(lines)
+
+    def _performance_line(self) -> str:
+        """The performance run's verdict, samples/s and p99, from its saved result."""
+        from harness.jsonsummary import run_fields, saved_run
+
+        fields = run_fields(saved_run(self.scenario_dir / "measurements.json", ("runs", "performance")))
+        if fields["result"] is None:
+            return f"no LoadGen summary (status {fields['status']})"
+        p99 = (fields["latency_ms"] or {}).get("p99")
+        shown = "-" if p99 is None else f"{p99:.2f} ms"
+        return f"{fields['result']}, {fields['samples_per_s']:,.1f} samples/s, p99 {shown}"
 
 
 def grade_of(request: CliRequest) -> str:

@@ -7,8 +7,6 @@ and exit status 2; no tracebacks for anything a user can cause.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -113,5 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
+    from harness import logs  # deepgap's one logging setup; calibration's own progress lines stay on screen
+
+    logs.setup(verbose=verbose, quiet=quiet, shown=("calibration",))

@@ -1,14 +1,19 @@
-"""Shared command-line pieces: a parser whose errors are one line, number parsers, hashing."""
+"""Shared command-line pieces: a parser whose errors are one line, number parsers, the help
+formatter, --json and -v, and `guarded`, the one edge where errors become exit codes."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from harness.errors import ConfigError, DeepgapError
+from harness.errors import INTERRUPTED_EXIT, OK_EXIT, ConfigError, DeepgapError
 from harness.files import file_sha256  # noqa: F401  (imported from here by calibration/)
+
+if TYPE_CHECKING:
+    from harness.jsonsummary import SummaryTarget
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,17 +61,90 @@ positive_float = float_in(0.0, float("inf"), low_open=True, high_open=True)
 fraction = float_in(0.0, 1.0, low_open=False, high_open=True)  # 0 <= x < 1
 
 
-def run_report_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-                   body: Callable[[argparse.Namespace], str]) -> int:
-    """A read-only tool's main (plan, compare): parse, log to stderr (-v: debug), print what
-    `body` returns; a DeepgapError is one line on stderr and its exit code."""
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's real default. A value default is appended as
+    "(default: X)" (lists space-separated, as typed); a flag (store_true, store_false) and
+    a computed default (None) must state theirs in their own words, "(default: ...)":
+    argparse's ArgumentDefaultsHelpFormatter would print "(default: True)" for a
+    --no-something flag and "(default: None)" for a computed one. The description and the
+    epilog keep their line breaks. tests/harness/test_help.py checks every option."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "(default:" in text or action.nargs == 0 or action.required
+                or default is None or default is argparse.SUPPRESS):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def json_target(text: str) -> str:
+    """--json's value: '-' (stdout) or a file path whose folder exists, checked before any
+    work so that a run is never measured only to fail writing its summary."""
+    if text == "-":
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path, or - for stdout")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder {str(path.parent)!r}")
+    return str(path)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=json_target, default=None, metavar="PATH",
+                        help="also write a machine-readable summary (schema deepgap.summary/1) to PATH, "
+                        "or to stdout with - (the rest of the output then goes to stderr) (default: none)")
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser, console: str = "warnings only") -> None:
+    """-v; `console` says what the console shows without it."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help=f"log INFO and DEBUG lines on the console too (default: off: {console})")
+
+
+def guarded(prog: str, body: Callable[[], int], interrupted: str = "interrupted",
+            summary: "SummaryTarget | None" = None) -> int:
+    """Run a command's body: each DeepgapError becomes one line on stderr and its exit code
+    (and, where the command was given --json, a summary saying so)."""
     try:
-        args = parser.parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-                            format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
-        text = body(args)
-        print(text, end="" if text.endswith("\n") else "\n")
-        return 0
+        return body()
     except DeepgapError as exc:
-        print(f"deepgap: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        if summary is not None:
+            summary.failed(exc.exit_code, str(exc))
+        if exc.exit_now:  # e.g. LoadGen's thread still running: leaving now is the only way out
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(exc.exit_code)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        if summary is not None:
+            summary.failed(INTERRUPTED_EXIT, interrupted)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(INTERRUPTED_EXIT)
+
+
+def run_report_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                   body: Callable[[argparse.Namespace], tuple[str, dict[str, Any]]], command: str) -> int:
+    """A read-only tool's main (plan, compare): parse, set up logging, print the text
+    `body` returns and write its summary where --json asks; a DeepgapError is one line on
+    stderr and its exit code."""
+    from harness import logs
+    from harness.jsonsummary import SummaryTarget
+
+    summary = SummaryTarget(command)
+
+    def run() -> int:
+        args = parser.parse_args(argv)
+        logs.setup(verbose=getattr(args, "verbose", False))
+        summary.target = getattr(args, "json", None)
+        text, fields = body(args)
+        print(text, end="" if text.endswith("\n") else "\n", file=summary.screen)
+        summary.write(OK_EXIT, fields)
+        return OK_EXIT
+
+    return guarded("deepgap", run, summary=summary)

@@ -13,13 +13,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from harness import verdict
-from harness.argtypes import OneLineParser, run_report_cli
+from harness.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, run_report_cli
 from harness.comparison import ComparisonReport
 from harness.document import Report
-from harness.errors import ConfigError, OutputError
+from harness.errors import ConfigError, OutputError, exit_code_epilog
 from harness.refdata import PUBLISHED_FILE, load_published
 from harness.render import CSV_DIR, write_report
 from harness.studies import Study, load_studies
@@ -30,8 +30,8 @@ REPORT_FILES = ("report.md", "report.html")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m harness.compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                      description="Comparison report of studies from different systems: a self-contained "
+    p = OneLineParser(prog="python -m harness.compare", formatter_class=DefaultsHelpFormatter,
+                      epilog=exit_code_epilog(), description="Comparison report of studies from different systems: a self-contained "
                       "HTML page, Markdown with PNG plots, and a CSV file per table.")
     p.add_argument("studies", nargs="+", type=Path, metavar="STUDY_DIR", help="study directories (study.json)")
     p.add_argument("--baseline", default=None, help="system name the speed-ups divide by (default: the first study)")
@@ -42,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the summary's question in your words (default: derived from the model and the SLO "
                    "the studies searched at)")
     p.add_argument("--output", type=Path, default=Path("deepgap-report"), help="report directory")
-    p.add_argument("--overwrite", action="store_true", help="replace the report files of an earlier report there")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report files of an earlier report there (default: off: refused)")
     p.add_argument("--published", type=Path, default=PUBLISHED_FILE, help="published MLPerf results YAML")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_json_flag(p)
+    add_verbose_flag(p)
     return p
 
 
@@ -105,18 +107,26 @@ def write(report: Report, output: Path, overwrite: bool) -> Path:
     return output / "report.html"
 
 
-def _run(args: argparse.Namespace) -> str:
+def _run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     studies = load_studies(args.studies)
     baseline = pick_baseline(studies, args.baseline)
     report = build_report(studies, baseline, args.published, args.model, args.question)
     page = write(report, args.output, args.overwrite)
-    return (f"report: {page} (self-contained), {args.output / 'report.md'} with its PNG plots, "
+    text = (f"report: {page} (self-contained), {args.output / 'report.md'} with its PNG plots, "
             f"{len(report.tables())} tables as CSV in {args.output / CSV_DIR}; from {len(studies)} "
             f"stud{'y' if len(studies) == 1 else 'ies'}, baseline {baseline.name}")
+    asked = verdict.ask(studies, args.model, args.question, load_published(args.published).benchmark)
+    decided = verdict.decide(asked, verdict.options(asked, studies))
+    fields = {"report": {"html": str(page), "markdown": str(args.output / "report.md"),
+                         "csv": str(args.output / CSV_DIR)},
+              "studies": [{"system": s.name, "directory": str(s.directory)} for s in studies],
+              "baseline": baseline.name, "question": asked.text, "answer": decided.answer,
+              "clear_winner": decided.clear}
+    return text, fields
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_report_cli(build_parser(), argv, _run)
+    return run_report_cli(build_parser(), argv, _run, "compare")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ class RunConfig:
 
     @property
     def system_name(self) -> str:
-        return f"{self.device.system_prefix}_{self.backend}_{self.request.precision}"
+        from harness.system import system_name
+
+        return system_name(self.device.system_prefix, self.backend, self.request.precision)
 
     def to_json(self) -> dict[str, Any]:
         request = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.request).items()}
@@ -208,7 +210,7 @@ def choose_backend(request: CliRequest, device: DeviceChoice) -> str:
     """The user's --backend, or the best available for the device and precision. Never a
     silent change of precision: where nothing installed runs it, say what to install."""
     precision, on_cpu = request.precision, device.device == "cpu"
-    backend = request.backend or _default_backend(precision, on_cpu)
+    backend = request.backend or default_backend(precision, on_cpu)
     # Fail here, before any output folder, dataset or log line, rather than at backend load.
     if backend == "tensorrt":
         if on_cpu:
@@ -253,7 +255,13 @@ TENSORRT_MISSING = (
 )
 
 
-def _default_backend(precision: str, on_cpu: bool) -> str:
+# default_backend's rule in words, for --help (tests/harness/test_help.py holds them together).
+DEFAULT_BACKEND_RULE = ("on the CPU onnxruntime for fp32 and int8 where it is installed, else torch; "
+                        "on CUDA GPUs tensorrt for int8, torch otherwise")
+
+
+def default_backend(precision: str, on_cpu: bool) -> str:
+    """The one rule for the backend a run or a sweep uses when none is named."""
     if on_cpu:
         return "onnxruntime" if _installed("onnxruntime") and precision in ("fp32", "int8") else "torch"
     if precision == "int8":

@@ -18,9 +18,13 @@ class DeviceChoice:
 
     @property
     def system_prefix(self) -> str:
-        """'H100x1', 'CPU', or a sanitised device name for GPUs without a profile."""
+        """'H100x1', a sanitised device name for GPUs without a profile, or for the CPU its
+        model and usable CPU count ('CPU-AMDEPYC7B13-2cpu', harness/system.py). Studies
+        and results made before CPUs were named so say 'CPU'; they are read as they are."""
         if self.device == "cpu":
-            return "CPU"
+            from harness.system import cpu_system_label
+
+            return cpu_system_label()
         label = self.profile.name
         if label == "auto":
             label = re.sub(r"[^A-Za-z0-9]+", "", self.name.replace("NVIDIA", "")) or "GPU"

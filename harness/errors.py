@@ -7,6 +7,8 @@ class DeepgapError(Exception):
     """Base class: anything a user can cause or fix. Printed as one line, no traceback."""
 
     exit_code = 2
+    # The process must leave at once (os._exit): a thread it cannot stop is still running.
+    exit_now = False
 
 
 class ConfigError(DeepgapError):
@@ -37,3 +39,28 @@ class RunFailed(DeepgapError):
 
 class StudyError(DeepgapError):
     """A study directory is missing, unreadable or not a deepgap.study/1 file."""
+
+
+# Exit codes, the same for every command (run.py, the sweep, compare, plan, audit.check):
+# CI gates on them. The README's table and each command's --help epilog are made from this.
+OK_EXIT = 0
+BAD_INPUT_EXIT = DeepgapError.exit_code  # 2
+RUN_FAILED_EXIT = RunFailed.exit_code  # 3
+ACCURACY_FAILED_EXIT = 4
+AUDIT_FAILED_EXIT = 5
+INVALID_RESULT_EXIT = 6
+INTERRUPTED_EXIT = 130
+EXIT_CODES: dict[int, str] = {
+    OK_EXIT: "done: the result is VALID (a sweep, report, plan or check: it finished)",
+    BAD_INPUT_EXIT: "bad input: a flag, file, device or output folder; nothing was measured",
+    RUN_FAILED_EXIT: "the backend failed during a run (a sweep: some part of the study failed)",
+    ACCURACY_FAILED_EXIT: "accuracy below MLPerf's 99% of FP32, or the accuracy gate failed",
+    AUDIT_FAILED_EXIT: "a compliance test or the results checker found a FAIL",
+    INVALID_RESULT_EXIT: "the run finished but LoadGen calls its result INVALID; the result is kept",
+    INTERRUPTED_EXIT: "interrupted (Ctrl-C); a sweep resumes where it stopped",
+}
+
+
+def exit_code_epilog() -> str:
+    """The exit-code table as the --help epilog prints it."""
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())

@@ -22,12 +22,13 @@ from typing import Any, Sequence
 
 import jinja2
 
-from harness.argtypes import OneLineParser, float_in, fraction, int_at_least, positive_float, run_report_cli
+from harness.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
+                              fraction, int_at_least, positive_float, run_report_cli)
 from harness.capacity import HOURS_PER_MONTH, RANK_METRICS, Plan, PlanOption, PlanRequest, make_plan
 from harness.capacity_evidence import seconds
 from harness.constraints import parse_slo
 from harness.document import ABSENT, num
-from harness.errors import ConfigError, OutputError
+from harness.errors import ConfigError, OutputError, exit_code_epilog
 from harness.refdata import PRICES_FILE, PUBLISHED_FILE, load_prices, load_published, shown_path
 from harness.studies import load_studies
 
@@ -42,7 +43,7 @@ def _date(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m harness.plan", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = OneLineParser(prog="python -m harness.plan", formatter_class=DefaultsHelpFormatter, epilog=exit_code_epilog(),
                       description="How many GPUs of each measured type serve a target load within a latency SLO, "
                       "at what power and cost, from saved studies.")
     p.add_argument("studies", nargs="+", type=Path, metavar="STUDY_DIR", help="study directories (study.json)")
@@ -62,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plan's date, YYYY-MM-DD (default: the newest study's date, so output is reproducible)")
     p.add_argument("--published", type=Path, default=PUBLISHED_FILE, help="published MLPerf results YAML")
     p.add_argument("--rank-by", choices=sorted(RANK_METRICS), default="cost", help="ranking metric")
-    p.add_argument("--csv", type=Path, default=None, metavar="DIR", help="also write each table as DIR/<table>.csv")
-    p.add_argument("--overwrite", action="store_true", help="replace the CSV files of an earlier plan in --csv DIR")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--csv", type=Path, default=None, metavar="DIR",
+                   help="also write each table as DIR/<table>.csv (default: none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the CSV files of an earlier plan in --csv DIR (default: off: refused)")
+    add_json_flag(p)
+    add_verbose_flag(p)
     return p
 
 
@@ -220,7 +224,7 @@ def write_csv(plan: Plan, directory: Path, overwrite: bool) -> None:
         raise OutputError(f"{directory}: cannot write the CSV files ({exc.strerror or exc})") from None
 
 
-def _run(args: argparse.Namespace) -> str:
+def _run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     request = PlanRequest(model=args.model, target_qps=args.qps, slo=parse_slo(args.slo), headroom=args.headroom,
                           spares=args.spares, rank_by=args.rank_by, pass_fraction=args.pass_fraction,
                           as_of=args.as_of, price_max_age_days=args.price_max_age_days)
@@ -229,11 +233,27 @@ def _run(args: argparse.Namespace) -> str:
     plan = make_plan(load_studies(args.studies), request, load_prices(args.prices), load_published(args.published))
     if args.csv is not None:
         write_csv(plan, args.csv, args.overwrite)
-    return render_plan(plan)
+    return render_plan(plan), plan_fields(plan)
+
+
+def plan_fields(plan: Plan) -> dict[str, Any]:
+    """--json: the target and each option, ranked, with the figures its rank rests on."""
+    r = plan.request
+    figures = ("kind", "qps_per_device", "devices", "deployed", "watts", "usd_per_hour", "usd_per_month",
+               "usd_per_million", "published_ratio")
+    return {
+        "request": {"model": r.model, "qps": r.target_qps, "slo": r.slo.label(), "headroom": r.headroom,
+                    "spares": r.spares, "rank_by": r.rank_by},
+        "recommendation": recommendation(plan) if plan.ranked else None,
+        "options": [{"rank": i, "device": o.device, "precision": o.precision, "backend": o.backend,
+                     "study": o.system, **{k: getattr(o, k) for k in figures}} for i, o in enumerate(plan.ranked, 1)],
+        "not_planned": [{"device": o.device, "precision": o.precision, "backend": o.backend, "why": "; ".join(o.basis)}
+                        for o in plan.unplanned],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_report_cli(build_parser(), argv, _run)
+    return run_report_cli(build_parser(), argv, _run, "plan")
 
 
 if __name__ == "__main__":

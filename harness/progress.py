@@ -1,45 +1,53 @@
-"""A progress line for long runs: elapsed time and samples completed, on stderr."""
+"""A progress bar for long runs (tqdm): samples completed, their rate and the elapsed time,
+on stderr. Only on a terminal: in a log or CI it would be noise."""
 
 from __future__ import annotations
 
 import sys
 import threading
-import time
 from typing import Callable
+
+from tqdm import tqdm
+
+
+class _Bar(tqdm):
+    monitor_interval = 0  # no tqdm monitor thread beside a timed run; the poller below refreshes
 
 
 class Progress:
+    """Polls `count` (samples completed so far) every `interval_s` while the block runs."""
+
     def __init__(self, label: str, count: Callable[[], int], expected_s: float | None,
                  interval_s: float = 1.0, enabled: bool = True) -> None:
-        self._label = label
         self._count = count
-        self._expected_s = expected_s
-        self._interval_s = interval_s if sys.stderr.isatty() else max(interval_s, 10.0)
+        self._interval_s = interval_s
+        self._desc = label + (f" (~{expected_s:.0f} s)" if expected_s else "")
         self._enabled = enabled
+        self._bar: tqdm | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-        self._start = time.monotonic()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self._enabled:
-            self._thread.start()
+            # disable=None: tqdm turns itself off where stderr is not a terminal.
+            self._bar = _Bar(desc=self._desc, unit=" samples", file=sys.stderr, disable=None, leave=False,
+                             mininterval=self._interval_s, dynamic_ncols=True)
+            if not self._bar.disable:
+                self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-            if sys.stderr.isatty():
-                sys.stderr.write("\r\033[K")
-                sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.close()
+
+    @property
+    def shown(self) -> bool:
+        return self._bar is not None and not self._bar.disable
 
     def _loop(self) -> None:
+        assert self._bar is not None
         while not self._stop.wait(self._interval_s):
-            elapsed = time.monotonic() - self._start
-            of = f" of ~{self._expected_s:.0f} s" if self._expected_s else ""
-            text = f"{self._label}: {elapsed:6.1f} s{of}, {self._count():,} samples completed"
-            if sys.stderr.isatty():
-                sys.stderr.write("\r\033[K" + text)
-            else:
-                sys.stderr.write(text + "\n")
-            sys.stderr.flush()
+            self._bar.update(self._count() - self._bar.n)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.errors import INVALID_RESULT_EXIT
+from harness.logs import LOG_FILE
+
 _HEADLINE_UNITS = {
     "Samples per second": ("samples/s", 1.0),
     "Completed samples per second": ("samples/s", 1.0),
@@ -36,7 +39,7 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
     ]
     summary = result.get("summary")
     if summary:
-        verdict = "VALID" if summary["valid"] else "INVALID"
+        verdict = "VALID" if summary["valid"] else f"INVALID (exit code {INVALID_RESULT_EXIT}; the result is kept)"
         lines.append(f"result: {verdict}")
         for reason in summary["invalid_reasons"] if not summary["valid"] else []:
             lines.append(f"  - {reason}")
@@ -80,5 +83,5 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         lines.append("note: quick run profile: shortened durations, not a submission-grade result")
     elif config.get("submission_shortfalls"):
         lines.append(f"note: not a submission-grade result: {'; '.join(config['submission_shortfalls'])}")
-    lines.append(f"results: {run_dir}")
+    lines.append(f"results: {run_dir} (details: {LOG_FILE} there, or -v)")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Results layout, in MLPerf's submission shape:
 
-    OUTPUT/results/<system>/<model>/<scenario>/performance/run_1/   LoadGen logs
+    OUTPUT/results/<system>/<model>/<scenario>/performance/run_1/   LoadGen logs, deepgap.log
     OUTPUT/results/<system>/<model>/<scenario>/accuracy/            logs, accuracy.txt
     OUTPUT/results/<system>/<model>/<scenario>/measurements.json    deepgap's versioned result
     OUTPUT/results/<system>/<model>/<scenario>/user.conf            effective LoadGen settings
@@ -213,6 +213,24 @@ def recover(paths: ResultPaths) -> None:
             shutil.rmtree(partial)
     except OSError as exc:
         raise OutputError(f"cannot tidy {final.parent} after an interrupted run: {exc.strerror or exc}") from None
+
+
+def remove_empty_loadgen_files(run_dir: Path, keep_accuracy_log: bool) -> None:
+    """Remove what LoadGen creates and leaves empty: mlperf_log_trace.json (trace logging
+    is off, LoadGen opens the file anyway) and, unless `keep_accuracy_log`, a performance
+    run's mlperf_log_accuracy.json that holds no sampled response ('[]'). One that holds
+    responses (accuracy log sampling asked for them) is kept."""
+    trace = run_dir / "mlperf_log_trace.json"
+    accuracy = run_dir / "mlperf_log_accuracy.json"
+    try:
+        if trace.is_file() and trace.stat().st_size == 0:
+            trace.unlink()
+        if not keep_accuracy_log and accuracy.is_file() and accuracy.stat().st_size <= 64:
+            with contextlib.suppress(ValueError):
+                if json.loads(accuracy.read_text() or "null") == []:
+                    accuracy.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot tidy {run_dir}: {exc.strerror or exc}") from None
 
 
 def write_result_file(path: Path, text: str) -> None:

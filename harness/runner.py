@@ -24,9 +24,11 @@ from harness.accuracy import AccuracyResult, score_run
 from harness.config import RunConfig, model_spec, resolve
 from harness.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
+from harness.logs import LOG_FILE, run_log
 from harness.power import open_meter, with_efficiency
 from harness.progress import Progress
-from harness.results import ResultPaths, RunFolder, record_run, write_json_atomic, write_result_file
+from harness.results import (ResultPaths, RunFolder, record_run, remove_empty_loadgen_files, write_json_atomic,
+                             write_result_file)
 from harness.sizing import size_run_from_warmup
 from harness.system import describe_system
 from harness.userconf import render as render_user_conf
@@ -46,6 +48,8 @@ FAILURE_GRACE_S = 30.0
 
 class RunAbandoned(RunFailed):
     """The SUT failed and LoadGen's own thread is still running its schedule."""
+
+    exit_now = True  # LoadGen's thread cannot be stopped from Python
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,9 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
         raise ConfigError(f"{compliance.test} is a performance run, not a {r.mode} run")
     final = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode,
                         compliance.test if compliance else None)
-    # Locked and checked before anything is measured; written beside the earlier result.
-    with RunFolder(final, r.overwrite) as folder:
+    # Locked and checked before anything is measured; written beside the earlier result,
+    # with the run's log lines (harness/logs.py) in its own folder.
+    with RunFolder(final, r.overwrite) as folder, run_log(folder.staged.run_dir / LOG_FILE):
         paths = folder.staged
         audit_config = compliance.audit_config if compliance else _no_audit_config(paths)
         started = dt.datetime.now(dt.timezone.utc)
@@ -171,6 +176,8 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
                 backend.close()
         summary = parse_summary(paths.run_dir / "mlperf_log_summary.txt") if r.mode == "performance" else None
         detail = parse_detail(paths.run_dir / "mlperf_log_detail.txt")
+        # TEST01 reads its run's sampled responses, an accuracy run is scored from its log.
+        remove_empty_loadgen_files(paths.run_dir, keep_accuracy_log=r.mode == "accuracy" or compliance is not None)
         accuracy = None
         if r.mode == "accuracy" and stats["failure"] is None:
             accuracy = score_run(config, paths.run_dir, dataset)

@@ -88,12 +88,17 @@ def _apply_warmup(config: RunConfig, attr: str, per_batch: float, host: limits.M
     if not better:
         return
     note = f", capped by {capped[0]}" if capped else ""
-    log.info("sizing: %s %s -> %s (warm-up measurement%s; was %s from %s)", attr, current, measured, note, current,
-             source)
+    before = "LoadGen's default" if current is None else f"{_shown(current)} from {source or 'a default'}"
+    log.info("sizing: %s %s from a warm-up measurement%s (before: %s)", attr, _shown(measured), note, before)
     if capped == ["memory"]:
         log.warning("LoadGen's schedule was sized down to fit memory: this run may end before its minimum duration")
     config.loadgen[attr] = measured
-    config.provenance[f"loadgen.{attr}"] = f"warm-up measurement{note} (replaced {current} from {source or 'default'})"
+    config.provenance[f"loadgen.{attr}"] = f"warm-up measurement{note} (replaced {before})"
+
+
+def _shown(value: float) -> str:
+    """A sizing value in a log line: whole nanoseconds as they are, a rate to 4 digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # Server queries over the latency bound the early-stopping sizing tolerates, where the

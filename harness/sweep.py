@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import shlex
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,23 +28,20 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from harness import limits
-from harness.argtypes import OneLineParser, float_in, int_at_least
-from harness.config import BACKENDS, RunConfig, resolve
-from harness.curves import DEFAULT_LADDER, ladder, spread
-from harness.errors import BackendError, OutputError, RunFailed
+from harness import limits, logs
+from harness.config import RunConfig, resolve
+from harness.curves import ladder, spread
+from harness.errors import BackendError, DeepgapError, OutputError, RunFailed
 from harness.files import folder_lock
 from harness.loadgen_log import parse_summary
 from harness.results import LOADGEN_FILES, ResultPaths, load_measurements
 from harness.gating import GateFailed
 from harness.runner import CalibratedOn, RunAbandoned, execute, load_backend, make_dataset, quality_checks
 from harness.sizing import warmup_batch_seconds
-from harness.slo import Attempt, SearchSettings, failed_rule, parse_slo, search_max_qps
-from harness.study import (DEFAULT_BATCH_SIZES, StudyPlan, StudyStore, build_study, group_key, point_id,
-                           point_stats, run_entry)
+from harness.slo import Attempt, SearchSettings, failed_rule, search_max_qps
+from harness.study import StudyPlan, StudyStore, build_study, group_key, point_id, point_stats, run_entry
 from harness.system import describe_system
-from sut.backends.base import MODELS, PRECISIONS, Backend
-from sut.settings import SCENARIOS
+from sut.backends.base import Backend
 
 # How much faster than its estimate an Offline point's first run may be and still last its
 # minimum duration. In the 2026-11-26 H100/H200 studies three batches in flight ran up to
@@ -53,6 +50,7 @@ from sut.settings import SCENARIOS
 FIRST_RUN_MARGIN = 2.5
 
 log = logging.getLogger("deepgap.sweep")
+SWEEP_LOG = "sweep.log"  # in the study folder: the sweep's lines, appended by each call
 
 # (config, backend extras such as INT8 calibration) -> a loaded backend
 BackendFactory = Callable[[RunConfig, dict[str, Any]], Backend]
@@ -130,12 +128,24 @@ class Sweep:
         return self._dataset
 
     def run(self) -> dict[str, Any]:
-        with folder_lock(self.store.root, "study"):  # a second sweep into this study is refused
-            return self._run()
+        groups = self.groups()  # a bad name or device fails before the study folder exists
+        # A second sweep into this study is refused; the sweep's own log lines go beside it.
+        with folder_lock(self.store.root, "study"), logs.run_log(self.store.root / SWEEP_LOG, append=True):
+            return self._run(groups)
 
-    def _run(self) -> dict[str, Any]:
-        # Resolve every group's configuration first: a bad name or device fails before any run.
-        groups = [Group(self, *g) for g in self.plan.groups()]
+    def groups(self) -> list[Group]:
+        """Every group with its configuration resolved (device, precision, backend, the
+        settings of each scenario), before anything is created or run; an error names the
+        group and the sweep's own flags (--precisions, not run.py's --precision)."""
+        groups = []
+        for model, precision, backend in self.plan.groups():
+            try:
+                groups.append(Group(self, model, precision, backend))
+            except DeepgapError as exc:
+                raise in_sweep_words(exc, f"{group_key(model, precision, backend)}: ")
+        return groups
+
+    def _run(self, groups: list[Group]) -> dict[str, Any]:
         resuming = self.store.begin(self.plan)
         self.slo_conf = self.store.slo_conf(self.plan.slo)
         self.system = study_system(groups[0].load_config)
@@ -502,91 +512,22 @@ def load_study_created(path: Path) -> str | None:
         return None
 
 
-# -- command line ------------------------------------------------------------------------------
+_RUN_FLAG = re.compile(r"--(precision|backend|model|scenario)\b(?!s)")
 
 
-_fraction = float_in(0.0, 1.0)
-
-
-def build_parser() -> OneLineParser:
-    import argparse
-
-    positive = int_at_least(1)
-    p = OneLineParser(prog="python -m harness.sweep", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", type=Path, required=True,
-                   help="study folder: created, or resumed when it holds the same plan")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=["resnet50"])
-    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32"])
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["torch"])
-    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["Offline", "Server", "SingleStream"])
-    p.add_argument("--batch-sizes", nargs="+", type=positive, default=list(DEFAULT_BATCH_SIZES),
-                   help="Offline max batch of each curve point (default 1 2 4 ... 512)")
-    p.add_argument("--repeats", type=positive, default=3, help="runs per point (mean and std over them)")
-    p.add_argument("--duration-ms", type=positive, default=2000, help="minimum duration of every measured run")
-    p.add_argument("--search-ms", type=positive, default=1000, help="minimum duration of Server search runs")
-    p.add_argument("--confirm-ms", type=positive, default=5000,
-                   help="minimum duration of the full-length run that confirms the Server answer")
-    p.add_argument("--slo", default="p99:15ms", help="Server latency objective PERCENTILE:BOUND, e.g. p99:15ms, p90:5ms")
-    p.add_argument("--ladder", nargs="+", type=_fraction, default=list(DEFAULT_LADDER),
-                   help="fractions of the max Server QPS measured for the latency-throughput curve")
-    p.add_argument("--search-tolerance", type=_fraction, default=0.03,
-                   help="stop bisecting when the bracket is this fraction of its upper end")
-    p.add_argument("--server-max-batch", type=positive, default=None, help="Server batching (default: GPU profile)")
-    p.add_argument("--batch-timeout-us", type=int_at_least(0), default=None)
-    p.add_argument("--in-flight", type=positive, default=None, help="Offline and Server batches in flight")
-    p.add_argument("--gpu", default="auto", help="GPU profile or auto")
-    p.add_argument("--image-size", type=positive, default=None)
-    p.add_argument("--dataset-count", type=positive, default=None)
-    p.add_argument("--weights", default=None, help="seeded (default), torchvision, or a state-dict path")
-    p.add_argument("--min-query-count", type=positive, default=None)
-    p.add_argument("--skip-accuracy-gate", action="store_true",
-                   help="do not check fp16/bf16/int8 against FP32 before each group")
-    p.add_argument("--dry-run", action="store_true", help="print the plan's size and a time estimate, run nothing")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--progress", action="store_true", help="a progress line during each run")
-    return p
-
-
-def plan_from_args(args: Any) -> StudyPlan:
-    base = {k: getattr(args, k) for k in ("gpu", "image_size", "dataset_count", "weights", "min_query_count")
-            if getattr(args, k) is not None}
-    if args.skip_accuracy_gate:
-        base["skip_accuracy_gate"] = True
-    return StudyPlan(
-        models=tuple(args.models), precisions=tuple(args.precisions), backends=tuple(args.backends),
-        scenarios=tuple(args.scenarios), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
-        duration_ms=args.duration_ms, search_ms=args.search_ms, confirm_ms=args.confirm_ms,
-        slo=parse_slo(args.slo), ladder=tuple(args.ladder), server_max_batch=args.server_max_batch,
-        batch_timeout_us=args.batch_timeout_us, in_flight=args.in_flight,
-        search_tolerance=args.search_tolerance, base=base,
-    )
+def in_sweep_words(exc: DeepgapError, prefix: str = "") -> DeepgapError:
+    """A run's error (its type and exit code kept) in the sweep's words: its flags are
+    --precisions, --backends, --models and --scenarios where harness/run.py has
+    --precision, ...; `prefix` names the group."""
+    exc.args = (prefix + _RUN_FLAG.sub(lambda m: f"--{m.group(1)}s", str(exc)),)
+    return exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.cli import guarded
+    """`python -m harness.sweep`: harness/sweep_cli.py."""
+    from harness.sweep_cli import main as cli_main
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(asctime)s %(levelname).1s %(name)s: %(message)s", stream=sys.stderr)
-        if not args.verbose:
-            for noisy in ("sut", "harness.runner", "harness.sizing", "harness.gating", "calibration"):
-                logging.getLogger(noisy).setLevel(logging.WARNING)
-        plan = plan_from_args(args)
-        if args.dry_run:
-            print(f"{len(plan.groups())} group(s), about {planned_runs(plan)} runs, at least "
-                  f"{estimated_seconds(plan) / 60:.1f} min plus backend loading")
-            return 0
-        command = shlex.join(["python", "-m", "harness.sweep", *argv])
-        study = Sweep(plan, args.study, command, show_progress=args.progress).run()
-        print(f"study: {len(study['points'])} points, {len(study['curves'])} curve(s), "
-              f"{len(study['slo_searches'])} SLO search(es): {args.study / 'study.json'}")
-        return 0
-
-    return guarded("sweep", body, "interrupted; rerun the same command to resume")
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

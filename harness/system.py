@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 from importlib import metadata
 from typing import Any
@@ -24,7 +25,35 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    # No model name (aarch64's /proc/cpuinfo, other systems): the architecture.
     return platform.processor() or platform.machine()
+
+
+# Words in a CPU's model name that tell no two hosts apart: trademarks, "CPU", "Processor",
+# the core count ("64-Core"; the usable count is in the name anyway) and the base clock.
+_CPU_NOISE = re.compile(r"\((?:R|TM|C)\)|\bCPU\b|\bProcessor\b|\b\d+-Core\b|@\s*[\d.]+\s*[GM]Hz", re.IGNORECASE)
+_CPU_LABEL_CHARS = 40
+
+
+def cpu_system_label(model: str | None = None, cpus: int | None = None) -> str:
+    """A CPU system's name: 'CPU-', the CPU model's alphanumerics less the words above,
+    and the CPUs this process may use, e.g. 'CPU-IntelXeonPlatinum8480-16cpu' or
+    'CPU-AMDEPYC7B13-2cpu'. Two hosts with other CPUs, or another CPU count, get other
+    names, so their results and studies stand side by side. No '_': the run's system name
+    appends '_<backend>_<precision>'."""
+    from harness.limits import usable_cpus
+
+    model = _cpu_model() if model is None else model
+    label = re.sub(r"[^A-Za-z0-9]+", "", _CPU_NOISE.sub(" ", model))[:_CPU_LABEL_CHARS]
+    if not label:
+        label = re.sub(r"[^A-Za-z0-9]+", "", platform.machine()) or "unknown"
+    return f"CPU-{label}-{usable_cpus() if cpus is None else cpus}cpu"
+
+
+def system_name(prefix: str, backend: str, precision: str) -> str:
+    """A run's system name, results/<system>/...: the device's prefix ('H100x1',
+    cpu_system_label()), the backend and the precision."""
+    return f"{prefix}_{backend}_{precision}"
 
 
 def _memory_gib() -> float | None:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from harness.config import CliRequest
+from harness.system import cpu_system_label, system_name
 from sut.imagenet import VAL_MAP
 
 # Small enough that a real LoadGen run with a real network takes about a second on 2 cores.
@@ -19,6 +20,12 @@ TINY = dict(
     gpu="cpu", model="resnet18", image_size=32, dataset_count=64,
     min_duration_ms=300, min_query_count=32,
 )
+
+
+def cpu_system(backend: str = "torch", precision: str = "fp32") -> str:
+    """The system name of a run on this host's CPU, as the harness computes it
+    ('CPU-<model>-<n>cpu_torch_fp32'): tests name no host's CPU."""
+    return system_name(cpu_system_label(), backend, precision)
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from harness.runner import backend_options
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
 from sut.backends.null_backend import NullBackend, checksum_class
 from sut.data import Dataset, SyntheticDataset
+from tests.conftest import cpu_system
 
 # 40 ms per query: on a busy 2-core machine a waking thread can wait a few ms for a core,
 # which must stay well inside the compliance tests' 10% at the 90th percentile. 64 queries
@@ -33,7 +34,7 @@ SUBMISSION = dict(
     gpu="cpu", model="resnet18", image_size=32, dataset_count=SAMPLES, backend="null",
     scenario="SingleStream", min_duration_ms=300, min_query_count=64,
 )
-SYSTEM_DIR = Path("results/CPU_null_fp32/resnet18/SingleStream")
+SYSTEM_DIR = Path("results") / cpu_system("null", "fp32") / "resnet18" / "SingleStream"
 
 
 class PacedBackend(NullBackend):

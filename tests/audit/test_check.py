@@ -15,6 +15,7 @@ import pytest
 from audit.check import MIN_DURATION_MS, MIN_QUERIES, OFFICIAL_SEEDS, check_tree
 from tests.audit.conftest import SYSTEM_DIR
 from sut.settings import mlperf_rules
+from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]
 PERF_DETAIL = "performance/run_1/mlperf_log_detail.txt"
@@ -71,8 +72,8 @@ BREAKS: dict[str, tuple[Callable[[Path], None], str, str]] = {
                        "result-valid", PERF_DETAIL),
     "missing file": (lambda t: (t / SYSTEM_DIR / "TEST04/verify_performance.txt").unlink(),
                      "required-file", "TEST04/verify_performance.txt"),
-    "missing system description": (lambda t: (t / "systems/CPU_null_fp32.json").unlink(),
-                                   "required-file", "systems/CPU_null_fp32.json"),
+    "missing system description": (lambda t: (t / f"systems/{cpu_system('null')}.json").unlink(),
+                                   "required-file", f"systems/{cpu_system('null')}.json"),
     "wrong seed": (lambda t: set_mllog(t / SYSTEM_DIR / PERF_DETAIL, "effective_qsl_rng_seed", 12345),
                    "official-seeds", PERF_DETAIL),
     "too short": (lambda t: set_mllog(t / SYSTEM_DIR / PERF_DETAIL, "result_min_duration_met", False),
@@ -184,7 +185,7 @@ def test_part3_tree_passes_the_check(part3_tree):
 
 
 def part3_file(tree: Path, name: str) -> Path:
-    return tree / "results/CPU_null_fp32/resnet18/Offline/TEST01" / name
+    return tree / "results" / cpu_system("null") / "resnet18/Offline/TEST01" / name
 
 
 @pytest.mark.parametrize("edit, rule, file, words", [
@@ -235,7 +236,7 @@ def test_cli_exit_status_follows_the_verdict(good_tree, tmp_path):
     assert good.returncode == 0, good.stdout + good.stderr
     set_mllog(good_tree / SYSTEM_DIR / PERF_DETAIL, "effective_schedule_rng_seed", 1)
     bad = run_check_cli(str(good_tree / "results"))  # the results/ folder itself is accepted too
-    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.returncode == 5, bad.stdout + bad.stderr  # AUDIT_FAILED_EXIT, as a failed --mode submission
     assert f"FAIL [official-seeds] {SYSTEM_DIR}/{PERF_DETAIL}: schedule_rng_seed is 1" in bad.stdout
     missing = run_check_cli(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
@@ -257,3 +258,24 @@ def test_server_latency_rule(tmp_path, target_ns, p99_ns, passed):
     add_mllog(detail, "result_99.00_percentile_latency_ns", p99_ns)
     findings = [f for f in check_tree(tmp_path).scenarios[0].findings if f.rule == "server-latency"]
     assert [f.status for f in findings] == ["PASS" if passed else "FAIL"], findings
+
+
+def test_cli_json_counts_the_findings(good_tree, tmp_path):
+    import json
+
+    summary = tmp_path / "check.json"
+    good = run_check_cli(str(good_tree), "--json", str(summary))
+    data = json.loads(summary.read_text())
+    assert (data["command"], data["exit_code"], data["passed"]) == ("check", good.returncode, True) == \
+        ("check", 0, True)
+    lines = good.stdout.splitlines()
+    for status in ("PASS", "FAIL", "NOTE"):
+        assert data["findings"][status] == sum(line.startswith(f"  {status} [") for line in lines)
+    set_mllog(good_tree / SYSTEM_DIR / PERF_DETAIL, "effective_schedule_rng_seed", 1)
+    bad = run_check_cli(str(good_tree), "--json", "-")
+    data = json.loads(bad.stdout)
+    assert bad.returncode == data["exit_code"] == 5 and data["findings"]["FAIL"] == 1
+    (result,) = data["results"]
+    assert result["failed"] == [f"[official-seeds] {SYSTEM_DIR}/{PERF_DETAIL}: schedule_rng_seed is 1, "
+                                f"official {OFFICIAL_SEEDS['schedule_rng_seed']}"]
+    assert "deepgap results check:" in bad.stderr  # the report moves to stderr

@@ -19,6 +19,7 @@ from audit.test01_baseline import ACCURACY_DIR_FILES
 from tests.audit.conftest import PART3_SAMPLES, SYSTEM_DIR, CachingBackend, InconsistentBackend, submit, submit_flipping
 from harness.errors import OutputError
 from harness.loadgen_log import parse_detail
+from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ def test_honest_sut_passes_both_compliance_tests_and_the_check(good_submission):
     assert "\nmismatches: 0\n" in text and "\nmatches: 0\n" not in text  # something was compared
     for name in ("accuracy", "performance/run_1", "TEST01/performance/run_1", "TEST04/performance/run_1"):
         assert (d / name / "mlperf_log_detail.txt").is_file(), name
-    assert (d.parents[3] / "systems" / "CPU_null_fp32.json").is_file()
+    assert (d.parents[3] / "systems" / f"{cpu_system('null')}.json").is_file()
     # Each overlay lives in its own test's folder; nothing was left where a run could find it.
     assert "performance_issue_same = 1" in (d / "TEST04" / "audit.config").read_text()
     detail = parse_detail(d / "TEST05/performance/run_1/mlperf_log_detail.txt")
@@ -163,7 +164,7 @@ def test_what_an_interrupted_submission_left_is_not_a_result(tmp_path):
     from audit.submission import _claim_folders
     from harness.results import ResultPaths, load_measurements
 
-    paths = ResultPaths(tmp_path / "out", "CPU_null_fp32", "resnet18", "SingleStream", "performance")
+    paths = ResultPaths(tmp_path / "out", cpu_system("null"), "resnet18", "SingleStream", "performance")
     partial = paths.scenario_dir / "TEST01" / "performance" / "run_1.partial-99999"
     partial.mkdir(parents=True)
     (partial / "mlperf_log_detail.txt").write_text("half a run")
@@ -185,3 +186,56 @@ def test_overwrite_replaces_each_run_and_marks_the_submission_finished(good_tree
     assert "status" not in measurements["submission"] and measurements["submission"]["check_passed"] is True
     assert set(measurements["compliance"]) == {"TEST01", "TEST04"}  # TEST05's record went with its folder
     assert not list(scenario_dir.rglob("*.partial-*")) and not list(scenario_dir.rglob("*.replaced-*"))
+
+
+# -- the screen and --json (issue 12) ---------------------------------------------------------------
+
+
+def test_submission_screen_is_short_and_the_whole_check_is_behind_verbose(good_submission):
+    # Was: every checker finding (25 PASS lines) and never the samples/s or p99.
+    outcome = good_submission
+    text = outcome.render()
+    lines = text.splitlines()
+    assert len(lines) <= 10, text
+    assert not [line for line in lines if "PASS [" in line], text
+    performance = next(line for line in lines if line.startswith("  performance run: "))
+    assert performance.startswith("  performance run: VALID, ") and "samples/s, p99 " in performance
+    assert "  TEST01: PASS (accuracy, performance)" in lines and "  TEST04: PASS (performance)" in lines
+    check = next(line for line in lines if line.startswith("  results check: "))
+    assert check.startswith("  results check: PASS (") and " 0 FAIL, " in check and "check.txt" in check
+    assert lines[-1].startswith("overall: PASS")
+    assert outcome.report.render() in outcome.render(verbose=True)
+
+
+def test_a_failed_check_shows_its_fail_lines_on_the_short_screen(good_submission, tmp_path):
+    from audit.check import CheckReport, check_scenario
+    from tests.audit.conftest import copy_tree
+    from tests.audit.test_check import set_mllog
+
+    tree = copy_tree(good_submission, tmp_path / "tree")
+    scenario_dir = tree / SYSTEM_DIR
+    set_mllog(scenario_dir / "performance/run_1/mlperf_log_detail.txt", "effective_qsl_rng_seed", 12345)
+    report = CheckReport(tree, [check_scenario(tree, scenario_dir)])
+    outcome = type(good_submission)(scenario_dir, good_submission.grade, good_submission.verdicts, report,
+                                    good_submission.accuracy)
+    lines = outcome.render().splitlines()
+    assert any(line.startswith("  FAIL [official-seeds] ") and "qsl_rng_seed is 12345" in line for line in lines)
+    assert lines[-1].startswith("overall: FAIL")
+
+
+def test_cli_submission_json_reads_the_saved_submission(tmp_path):
+    out, summary = tmp_path / "out", tmp_path / "submission.json"
+    proc = run_cli("--mode", "submission", "--gpu", "cpu", "--backend", "null", "--model", "resnet18",
+                   "--scenario", "SingleStream", "--image-size", "32", "--dataset-count", "32",
+                   "--min-duration-ms", "300", "--min-query-count", "64", "--output", str(out), "--no-progress",
+                   "--json", str(summary))
+    assert proc.returncode in (0, 5), proc.stdout + proc.stderr
+    data = json.loads(summary.read_text())
+    saved = json.loads(Path(data["paths"]["measurements"]).read_text())
+    assert (data["command"], data["exit_code"]) == ("run", proc.returncode)
+    assert data["check_passed"] == saved["submission"]["check_passed"]
+    assert (proc.returncode == 0) == (data["check_passed"] and all(data["compliance"].values()))
+    assert set(data["runs"]) == {"accuracy", "performance", "TEST01", "TEST04"}
+    assert data["runs"]["performance"]["result"] in ("VALID", "INVALID")
+    assert data["compliance"] == saved["submission"]["compliance"]
+    assert len(proc.stdout.splitlines()) <= 12, proc.stdout

@@ -332,3 +332,60 @@ def test_hand_edited_impossible_figures_are_refused(edited_study, tmp_path, caps
     assert code == 2 and err.startswith("deepgap: error: ") and err.count("\n") == 1, err
     assert str(study / "study.json") in err and field in err and "finite and not negative" in err
     assert not (tmp_path / "out").exists()
+
+
+# -- CPU studies from different hosts, the README's baseline, --json (issue 12) ----------------------
+
+
+def test_two_cpu_studies_from_different_hosts_compare(golden, tmp_path, monkeypatch):
+    """Was refused: both studies' system was 'CPU' ("both hold system 'CPU'"). A sweep now
+    names a CPU study by its CPU model and count, so an AMD EPYC's and an Intel Xeon's
+    studies differ and compare."""
+    from harness import system as system_module
+    from harness.config import CliRequest, resolve
+    from harness.sweep import study_system
+
+    names = []
+    for i, model in enumerate(("AMD EPYC 7B13 64-Core Processor", "Intel(R) Xeon(R) Platinum 8480+")):
+        monkeypatch.setattr(system_module, "_cpu_model", lambda model=model: model)
+        system = study_system(resolve(CliRequest(gpu="cpu", backend="null", model="resnet18", image_size=32)))
+        data = json.loads((golden("cpu") / "study.json").read_text())
+        data["system"] = {**data["system"], **{k: system[k] for k in ("name", "device", "gpu_count", "driver")}}
+        folder = tmp_path / f"host{i}"
+        folder.mkdir()
+        (folder / "study.json").write_text(json.dumps(data))
+        names.append(system["name"])
+    assert names[0].startswith("CPU-AMDEPYC7B13-") and names[1].startswith("CPU-IntelXeonPlatinum8480-")
+    out = tmp_path / "r"
+    assert main([str(tmp_path / "host0"), str(tmp_path / "host1"), "--baseline", names[1], "--output", str(out)]) == 0
+    with (out / "csv" / "systems.csv").open() as handle:
+        assert [row["system"] for row in csv.DictReader(handle)] == names
+
+
+def test_every_readme_compare_baseline_names_a_system_its_studies_hold(monkeypatch):
+    # Was: `--baseline T4x1_torch` beside studies that hold H100x1, H200x1 and CPU.
+    from harness.compare import build_parser, pick_baseline
+    from harness.studies import load_studies
+
+    monkeypatch.chdir(ROOT)
+    commands = _readme_commands("python -m harness.compare")
+    assert len(commands) >= 2
+    for command in commands:
+        args = build_parser().parse_args(command[3:])
+        assert args.baseline is not None, command
+        assert pick_baseline(load_studies(args.studies), args.baseline).name == args.baseline
+
+
+def test_compare_json_names_the_report_and_its_answer(golden, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main([str(golden("t4")), str(golden("l4")), "--output", str(out), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert (data["schema"], data["command"], data["exit_code"]) == ("deepgap.summary/1", "compare", 0)
+    assert data["report"]["html"] == str(out / "report.html") and (out / "report.html").is_file()
+    assert [s["system"] for s in data["studies"]] == ["T4x1_torch", "L4x1_torch"] and data["baseline"] == "T4x1_torch"
+    assert data["answer"] in (out / "report.md").read_text()
+    assert captured.err.startswith("report: ")
+    assert main([str(golden("t4")), "--baseline", "nope", "--output", str(tmp_path / "r2"), "--json", "-"]) == 2
+    failed = json.loads(capsys.readouterr().out)
+    assert failed["exit_code"] == 2 and "unknown baseline 'nope'" in failed["error"]

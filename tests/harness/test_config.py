@@ -15,6 +15,7 @@ from harness.config import PERFORMANCE_SET_SETTINGS, CliRequest, choose_backend,
 from harness.device import DeviceChoice
 from harness.errors import BackendError, ConfigError, DeepgapError, DeviceError
 from scenarios.profiles import RunProfile, load_gpu_profile, profile_names
+from tests.conftest import cpu_system
 
 MLPERF = "mlperf.conf (resnet50 rules)"
 QUICK = "run profile quick"
@@ -249,8 +250,8 @@ def test_default_backend_on_cpu_fp32_is_onnxruntime() -> None:
     config = resolve(cpu())
     assert config.backend == "onnxruntime"
     assert config.device.device == "cpu"
-    assert config.system_name == "CPU_onnxruntime_fp32"
-    assert resolve(cpu(backend="torch")).system_name == "CPU_torch_fp32"
+    assert config.system_name == cpu_system("onnxruntime", "fp32")
+    assert resolve(cpu(backend="torch")).system_name == cpu_system("torch", "fp32")
 
 
 def test_default_backend_without_onnxruntime_is_torch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -362,7 +363,7 @@ def test_request_validation(fields: dict, words: str) -> None:
 def test_config_json_is_serialisable(tmp_path: Path) -> None:
     conf = user_conf(tmp_path, "*.*.min_duration = 1000\n")
     data = json.loads(json.dumps(resolve(cpu(user_conf=conf, scenario="Server")).to_json()))
-    assert data["system_name"] == "CPU_onnxruntime_fp32"
+    assert data["system_name"] == cpu_system("onnxruntime", "fp32")
     assert data["request"]["user_conf"] == str(conf)
     assert data["loadgen"]["schedule_rng_seed"] == SEEDS["schedule_rng_seed"]
     assert data["provenance"]["loadgen.min_duration_ms"] == f"user.conf {conf}:1"

@@ -133,3 +133,23 @@ def test_csv_never_replaces_an_earlier_plan_silently(golden, tmp_path, capsys):
     assert (out_dir / "plan.csv").read_text().startswith("rank,device,")
     assert main(["--qps", "2000", str(golden("t4")), "--overwrite"]) == 2
     assert "give --csv DIR" in capsys.readouterr().err
+
+
+def test_plan_json_lists_its_options_ranked(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(ROOT)
+    summary = tmp_path / "plan.json"
+    assert main([*GOLDEN_ARGS, "--json", str(summary)]) == 0
+    text = capsys.readouterr().out
+    assert text == GOLDEN_PLAN.read_text()  # the plan itself is unchanged by --json
+    import json
+
+    data = json.loads(summary.read_text())
+    assert (data["schema"], data["command"], data["exit_code"]) == ("deepgap.summary/1", "plan", 0)
+    assert data["request"]["qps"] == 20000 and data["request"]["slo"] == "p99 <= 15 ms"
+    table = parse_markdown_tables(text)[0]
+    assert [o["rank"] for o in data["options"]] == list(range(1, len(table) + 1))
+    for option, row in zip(data["options"], table):
+        assert (option["device"], option["precision"], option["backend"]) == (row["device"], row["precision"],
+                                                                                row["backend"])
+        assert str(option["deployed"]) == row["N+1"]
+    assert data["recommendation"] in text

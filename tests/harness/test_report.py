@@ -36,7 +36,7 @@ def test_valid_run_screen_has_every_headline_item():
     assert "Samples per second: 14,525.0 samples/s" in text
     assert "p50 2500.000 ms" in text and "p90 4500.000 ms" in text and "p99 5000.000 ms" in text
     assert "not trained weights" in text and "not a submission-grade result" in text
-    assert text.rstrip().endswith("results: out/run_1")
+    assert text.rstrip().endswith("results: out/run_1 (details: deepgap.log there, or -v)")
     assert "hint:" not in text
 
 

@@ -232,7 +232,7 @@ def test_dry_run_sizes_the_study(capsys):
     assert main(["--study", "unused", "--gpu", "cpu", "--models", "resnet18", "resnet50", "--repeats", "2",
                  "--batch-sizes", "1", "2", "--scenarios", "Offline", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "2 group(s), about 8 runs" in out
+    assert "2 group(s) (resnet18-fp32-onnxruntime, resnet50-fp32-onnxruntime) on CPU, about 8 runs" in out
 
 
 def test_cached_dataset_returns_the_same_samples_in_any_order():
@@ -262,3 +262,79 @@ def test_offline_sizing_errs_long_on_a_first_run_and_uses_the_measured_rate_afte
     group.offline_rates[8] = 2400.0
     assert Group.offline_expected(group, 8, 1000.0) == 2400.0
     assert FIRST_RUN_MARGIN >= 2.23
+
+
+# -- the sweep's command line (issue 12) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    # Was: "2 group(s), about 244 runs, at least 11.8 min", then the real run refused with
+    # run.py's flag (--precision fp16).
+    (["--precisions", "fp16", "fp32"],
+     "--precisions fp16 needs a CUDA GPU (this run is on the CPU); use --precisions fp32 on the CPU"),
+    (["--precisions", "fp16", "--backends", "torch"],
+     "resnet50-fp16-torch: --precisions fp16 needs a CUDA GPU (this run is on the CPU); use --precisions fp32"),
+    (["--precisions", "fp32", "--backends", "tensorrt"], "resnet50-fp32-tensorrt: the tensorrt backend needs a CUDA GPU"),
+])
+def test_dry_run_resolves_every_group_and_refuses_in_the_sweeps_words(tmp_path, capsys, args, message):
+    assert main(["--study", str(tmp_path / "s"), "--gpu", "cpu", *args, "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err and "--precision " not in captured.err
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
+    """One rule (config.default_backend): a sweep without --backends measures what
+    `harness/run.py --precision P` would (the sweep defaulted to torch, the run to onnxruntime)."""
+    from harness import config as config_module
+    from harness import sweep_cli as sweep_module
+    from harness.config import CliRequest, choose_backend
+    from harness.device import DeviceChoice, resolve_device
+    from harness.sweep_cli import build_parser, plan_from_args
+
+    cpu = resolve_device("cpu")
+    cuda = DeviceChoice(cpu.profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)  # no GPU here: the choice only
+    monkeypatch.setattr(config_module, "_installed", lambda module: module in ("onnxruntime", "tensorrt"))
+    for device, precision in ((cpu, "fp32"), (cpu, "int8"), (cuda, "fp16"), (cuda, "int8")):
+        monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu, device=device: device)
+        run = choose_backend(CliRequest(precision=precision), device)
+        args = build_parser().parse_args(["--study", "unused", "--precisions", precision])
+        assert plan_from_args(args).backends == (run,), (device.device, precision)
+    assert [choose_backend(CliRequest(precision=p), d) for d, p in ((cpu, "fp32"), (cuda, "fp16"), (cuda, "int8"))] \
+        == ["onnxruntime", "torch", "tensorrt"]
+
+
+def test_precisions_whose_default_backends_differ_need_backends(monkeypatch, capsys):
+    from harness import config as config_module
+    from harness import sweep_cli as sweep_module
+    from harness.device import DeviceChoice, resolve_device
+
+    cuda = DeviceChoice(resolve_device("cpu").profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)
+    monkeypatch.setattr(config_module, "_installed", lambda module: True)
+    monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu: cuda)
+    assert main(["--study", "unused", "--precisions", "fp16", "int8", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "(fp16: torch, int8: tensorrt)" in err and "give --backends" in err
+
+
+def test_sweep_json_summarises_the_saved_study_and_logs_beside_it(tmp_path, capsys):
+    study = tmp_path / "s"
+    args = ["--study", str(study), "--gpu", "cpu", "--models", "resnet18", "--backends", "null", "--scenarios",
+            "Offline", "--batch-sizes", "1", "4", "--repeats", "1", "--duration-ms", "300", "--image-size", "32",
+            "--dataset-count", "64", "--json", str(tmp_path / "sweep.json")]
+    assert main(args) == 0
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    saved = json.loads((study / "study.json").read_text())
+    assert (data["schema"], data["command"], data["exit_code"]) == ("deepgap.summary/1", "sweep", 0)
+    assert [p["id"] for p in data["points"]] == [p["id"] for p in saved["points"]] and len(data["points"]) == 2
+    for point, stored in zip(data["points"], saved["points"]):
+        assert point["samples_per_s"] == stored["stats"]["samples_per_s"]["mean"] > 0
+        assert point["runs"] == 1 and point["valid_runs"] == stored["stats"]["valid_runs"]
+    assert data["system"] == saved["system"]["name"] and data["system"].startswith("CPU-")
+    log = (study / "sweep.log").read_text()
+    assert "starting study in" in log and "resnet18-fp32-null-Offline-bs4 r1" in log
+    err = capsys.readouterr().err
+    assert "I deepgap.sweep: [1/~2]" in err and "I harness.runner" not in err  # one line per run, no run details
+    assert main([*args[:-1], str(tmp_path / "dry.json"), "--dry-run"]) == 0
+    dry = json.loads((tmp_path / "dry.json").read_text())
+    assert dry["dry_run"] is True and dry["groups"] == ["resnet18-fp32-null"] and dry["runs"] == 2

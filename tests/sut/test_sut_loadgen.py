@@ -18,6 +18,7 @@ from sut.data import SyntheticDataset
 from sut.qsl import LoadgenQSL
 from sut.settings import build_log_settings, build_test_settings
 from sut.sut import LoadgenSUT
+from tests.conftest import cpu_system
 
 SCENARIOS = ["SingleStream", "MultiStream", "Server", "Offline"]
 TARGET_QPS = {"Server": 150.0, "Offline": 400.0}
@@ -134,6 +135,6 @@ def test_failed_run_is_reported_and_recorded(tiny_request, monkeypatch):
     with pytest.raises(RunFailed, match="illegal memory access"):
         execute(config, show_progress=False)
     measurements = json.loads(
-        (config.request.output / "results" / "CPU_torch_fp32" / "resnet18" / "Offline" / "measurements.json").read_text()
+        (config.request.output / "results" / cpu_system("torch") / "resnet18" / "Offline" / "measurements.json").read_text()
     )
     assert measurements["runs"]["performance"]["status"] == "failed"
