@@ -131,6 +131,23 @@ class SloSearch:
     ladder: tuple[str, ...]  # point ids
 
 
+def _system_name(system: "_Fields") -> str:
+    """The study's system name. Studies written before CPU names carried the CPU model are
+    named plain 'CPU'; they get today's name from the CPU model and core count they
+    recorded, so two such studies from different hosts are not taken for one system."""
+    from harness.system import cpu_system_label
+
+    name = system.get("name", str)
+    description = system.get("description", dict, nullable=True) or {}
+    model, cores = description.get("host_processor_model_name"), description.get("host_processor_core_count")
+    if name == LEGACY_CPU_NAME and isinstance(model, str) and isinstance(cores, int):
+        return cpu_system_label(model, cores)
+    return name
+
+
+LEGACY_CPU_NAME = "CPU"
+
+
 @dataclass(frozen=True)
 class SystemInfo:
     name: str
@@ -352,7 +369,7 @@ def load_study(path: Path | str) -> Study:
     if schema != STUDY_SCHEMA:
         raise StudyError(f"{file}: schema {schema!r}, this deepgap reads {STUDY_SCHEMA!r}")
     s = top.child("system")
-    system = SystemInfo(name=s.get("name", str), device=s.get("device", str), gpu_count=s.get("gpu_count", int),
+    system = SystemInfo(name=_system_name(s), device=s.get("device", str), gpu_count=s.get("gpu_count", int),
                         driver=s.get("driver", str, nullable=True), software=s.get("software", dict, nullable=True) or {})
     points = tuple(_point(p) for p in top.children("points"))
     by_id: dict[str, Point] = {}

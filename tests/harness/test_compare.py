@@ -389,3 +389,20 @@ def test_compare_json_names_the_report_and_its_answer(golden, tmp_path, capsys):
     assert main([str(golden("t4")), "--baseline", "nope", "--output", str(tmp_path / "r2"), "--json", "-"]) == 2
     failed = json.loads(capsys.readouterr().out)
     assert failed["exit_code"] == 2 and "unknown baseline 'nope'" in failed["error"]
+
+
+def test_two_old_cpu_studies_named_cpu_from_different_hosts_compare(golden, tmp_path):
+    """Studies written before CPU names carried the CPU model are named 'CPU'; two of them
+    from different hosts were refused ("both hold system 'CPU'"). Their recorded CPU model
+    and core count tell them apart."""
+    for i, (model, cores) in enumerate((("AMD EPYC 7B13 64-Core Processor", 2), ("Intel(R) Xeon(R) Processor", 2))):
+        data = json.loads((golden("cpu") / "study.json").read_text())
+        data["system"] = {**data["system"], "name": "CPU",
+                          "description": {"host_processor_model_name": model, "host_processor_core_count": cores}}
+        (tmp_path / f"host{i}").mkdir()
+        (tmp_path / f"host{i}" / "study.json").write_text(json.dumps(data))
+    out = tmp_path / "r"
+    assert main([str(tmp_path / "host0"), str(tmp_path / "host1"), "--baseline", "CPU-IntelXeon-2cpu",
+                 "--output", str(out)]) == 0
+    with (out / "csv" / "systems.csv").open() as handle:
+        assert [row["system"] for row in csv.DictReader(handle)] == ["CPU-AMDEPYC7B13-2cpu", "CPU-IntelXeon-2cpu"]
