@@ -84,13 +84,17 @@ def test_offline_schedule_is_capped_to_fit_memory(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream"])
-def test_stream_expected_latency_has_a_floor(scenario: str) -> None:
+def test_stream_expected_latency_has_a_floor(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Memory large enough that the floor, not the host's memory, bounds the schedule (on a
+    # 24 GiB host memory bit first and hid a float comparison that failed on a 128 GiB one).
+    monkeypatch.setattr(limits, "available_memory", lambda: limits.Memory(1 << 40, "a test's limit"))
     config = resolve(CliRequest(gpu="cpu", scenario=scenario, backend="null", run_profile="submission"))
     size_run_from_warmup(config, InstantLoop())
     attr = SIZING_ATTRS[scenario]
-    assert config.loadgen[attr] >= limits.HARNESS_MIN_QUERY_S * 1e9
+    floor_ns = round(limits.HARNESS_MIN_QUERY_S * 1e9)
+    assert config.loadgen[attr] == floor_ns
     queries, _ = schedule_size(scenario, "performance", config.loadgen, 1024)
-    assert queries <= 2 * 600 / limits.HARNESS_MIN_QUERY_S
+    assert queries == 2 * 600 * 10**9 // floor_ns
 
 
 def test_a_schedule_that_cannot_fit_is_refused_before_loadgen(monkeypatch: pytest.MonkeyPatch) -> None:
