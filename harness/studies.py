@@ -23,6 +23,7 @@ STUDY_SCHEMA = "deepgap.study/1"
 STUDY_FILE = "study.json"
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 _NUMBER = (int, float)
+LEGACY_CPU_NAME = "CPU"  # a CPU system's name before it carried the CPU model
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,8 @@ class SloSearch:
 
 
 def _system_name(system: "_Fields") -> str:
-    """The study's system name. Studies written before CPU names carried the CPU model are
-    named plain 'CPU'; they get today's name from the CPU model and core count they
-    recorded, so two such studies from different hosts are not taken for one system."""
+    """Studies written before CPU names carried the model are named plain 'CPU': they take
+    today's name from the model and cores they recorded, so two hosts are not one system."""
     from harness.system import cpu_system_label
 
     name = system.get("name", str)
@@ -143,9 +143,6 @@ def _system_name(system: "_Fields") -> str:
     if name == LEGACY_CPU_NAME and isinstance(model, str) and isinstance(cores, int):
         return cpu_system_label(model, cores)
     return name
-
-
-LEGACY_CPU_NAME = "CPU"
 
 
 @dataclass(frozen=True)
