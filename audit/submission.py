@@ -220,8 +220,8 @@ def _claim_folders(paths: ResultPaths, overwrite: bool) -> None:
     if existing and not overwrite:
         refuse_existing(existing[0], "the submission run")
     for name in (*TESTS, *OPTIONAL_TESTS):
-        for verify in (paths.scenario_dir / name).glob("verify_*.txt"):
-            verify.unlink()
+        for stale in (paths.scenario_dir / name).glob("verify_*.txt"):
+            stale.unlink()
     update_measurements(paths, {"submission": {
         "status": "interrupted",
         "note": "written when the submission run started and replaced when it finishes: "

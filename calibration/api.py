@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.argtypes import file_sha256
+from harness.files import file_sha256
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.cache import CalibrationCache, load_or_build
 from calibration.rules import check_calibration_list

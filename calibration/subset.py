@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.argtypes import file_sha256
+from harness.files import file_sha256
 from harness.errors import ConfigError, DatasetError
 from sut.data import DEFAULT_SYNTHETIC_SEED, Dataset, SyntheticDataset
 

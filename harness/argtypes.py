@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from harness.errors import INTERRUPTED_EXIT, OK_EXIT, ConfigError, DeepgapError
-from harness.files import file_sha256  # noqa: F401  (imported from here by calibration/)
 
 if TYPE_CHECKING:
     from harness.jsonsummary import SummaryTarget

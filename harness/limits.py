@@ -9,13 +9,13 @@ backend's loop, which can be orders of magnitude faster than the harness around 
 from __future__ import annotations
 
 import logging
-import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
+from harness.system import usable_cpus
 from sut.settings import schedule_size, setting
 
 if TYPE_CHECKING:
@@ -66,14 +66,6 @@ class Need:
     what: str  # the part and the settings that size it, for the message
     nbytes: int
     where: str  # "host" or "device"
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def check_threads(threads: int | None, source: str) -> None:

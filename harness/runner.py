@@ -29,6 +29,7 @@ from harness.power import open_meter, with_efficiency
 from harness.progress import Progress
 from harness.results import (ResultPaths, RunFolder, record_run, remove_empty_loadgen_files, write_json_atomic,
                              write_result_file)
+from harness.run_flags import command_for
 from harness.sizing import size_run_from_warmup
 from harness.system import describe_system
 from harness.userconf import render as render_user_conf
@@ -344,8 +345,6 @@ def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, back
                  stats: dict[str, Any], summary: Summary | None, detail: Any,
                  accuracy: AccuracyResult | None) -> dict[str, Any]:
     r = config.request
-    from harness.cli import command_for
-
     stats = dict(stats)
     result: dict[str, Any] = {
         "deepgap_version": __version__,

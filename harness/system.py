@@ -35,14 +35,20 @@ _CPU_NOISE = re.compile(r"\((?:R|TM|C)\)|\bCPU\b|\bProcessor\b|\b\d+-Core\b|@\s*
 _CPU_LABEL_CHARS = 40
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_system_label(model: str | None = None, cpus: int | None = None) -> str:
     """A CPU system's name: 'CPU-', the CPU model's alphanumerics less the words above,
     and the CPUs this process may use, e.g. 'CPU-IntelXeonPlatinum8480-16cpu' or
     'CPU-AMDEPYC7B13-2cpu'. Two hosts with other CPUs, or another CPU count, get other
     names, so their results and studies stand side by side. No '_': the run's system name
     appends '_<backend>_<precision>'."""
-    from harness.limits import usable_cpus
-
     model = _cpu_model() if model is None else model
     label = re.sub(r"[^A-Za-z0-9]+", "", _CPU_NOISE.sub(" ", model))[:_CPU_LABEL_CHARS]
     if not label:

@@ -343,7 +343,7 @@ def test_two_cpu_studies_from_different_hosts_compare(golden, tmp_path, monkeypa
     studies differ and compare."""
     from harness import system as system_module
     from harness.config import CliRequest, resolve
-    from harness.sweep import study_system
+    from harness.sweeper import study_system
 
     names = []
     for i, model in enumerate(("AMD EPYC 7B13 64-Core Processor", "Intel(R) Xeon(R) Platinum 8480+")):

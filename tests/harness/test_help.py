@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # (the command line, the module whose build_parser() makes its parser)
 COMMANDS = {
     "run": (["harness/run.py"], "harness.cli"),
-    "sweep": (["-m", "harness.sweep"], "harness.sweep_cli"),
+    "sweep": (["-m", "harness.sweep"], "harness.sweep"),
     "compare": (["-m", "harness.compare"], "harness.compare"),
     "plan": (["-m", "harness.plan"], "harness.plan"),
 }

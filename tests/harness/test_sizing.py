@@ -225,3 +225,16 @@ def test_the_sizing_log_line_says_what_it_replaced_in_words(caplog) -> None:
     rate = config.loadgen["offline_expected_qps"]
     assert line == f"sizing: offline_expected_qps {rate:.4g} from a warm-up measurement (before: LoadGen's default)"
     assert config.provenance["loadgen.offline_expected_qps"] == "warm-up measurement (replaced LoadGen's default)"
+
+
+@pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream"])
+def test_a_fast_warm_up_still_gets_the_queries_early_stopping_needs(scenario: str) -> None:
+    # At the warm-up's pace the minimum duration alone would run enough queries; a run
+    # slower than its warm-up (a busy host: the 2-core CI machine under load) must still
+    # get them, so the count is raised anyway.
+    from sut.settings import latency_percentile
+
+    config = resolve(CliRequest(gpu="cpu", scenario=scenario, backend="null", run_profile="quick"))
+    size_run_from_warmup(config, InstantLoop())
+    needed = early_stopping_min_queries(scenario, latency_percentile(scenario, config.loadgen))
+    assert config.loadgen["min_query_count"] >= needed

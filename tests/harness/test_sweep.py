@@ -18,7 +18,8 @@ from harness.results import load_measurements
 from harness.runner import load_backend
 from harness.slo import Slo
 from harness.study import StudyPlan, StudyStore, point_id
-from harness.sweep import Sweep, main
+from harness.sweep import main
+from harness.sweeper import Sweep
 from sut.backends.base import DonePending
 from sut.backends.null_backend import NullBackend
 
@@ -236,7 +237,7 @@ def test_dry_run_sizes_the_study(capsys):
 
 
 def test_cached_dataset_returns_the_same_samples_in_any_order():
-    from harness.sweep import CachedDataset
+    from harness.sweeper import CachedDataset
     from sut.data import SyntheticDataset
 
     plain = SyntheticDataset(count=16, image_size=32)
@@ -253,7 +254,7 @@ def test_offline_sizing_errs_long_on_a_first_run_and_uses_the_measured_rate_afte
     repeat's measured rate is the best estimate."""
     from types import SimpleNamespace
 
-    from harness.sweep import FIRST_RUN_MARGIN, Group
+    from harness.sweeper import FIRST_RUN_MARGIN, Group
 
     group = SimpleNamespace(offline_rates={})
     assert Group.offline_expected(group, 8, 1000.0) == FIRST_RUN_MARGIN * 1000.0
@@ -287,10 +288,10 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
     """One rule (config.default_backend): a sweep without --backends measures what
     `harness/run.py --precision P` would (the sweep defaulted to torch, the run to onnxruntime)."""
     from harness import config as config_module
-    from harness import sweep_cli as sweep_module
+    from harness import sweep as sweep_module
     from harness.config import CliRequest, choose_backend
     from harness.device import DeviceChoice, resolve_device
-    from harness.sweep_cli import build_parser, plan_from_args
+    from harness.sweep import build_parser, plan_from_args
 
     cpu = resolve_device("cpu")
     cuda = DeviceChoice(cpu.profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)  # no GPU here: the choice only
@@ -306,7 +307,7 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
 
 def test_precisions_whose_default_backends_differ_need_backends(monkeypatch, capsys):
     from harness import config as config_module
-    from harness import sweep_cli as sweep_module
+    from harness import sweep as sweep_module
     from harness.device import DeviceChoice, resolve_device
 
     cuda = DeviceChoice(resolve_device("cpu").profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)

@@ -161,9 +161,9 @@ def test_detection_reads_the_emulated_cpu_not_the_hosts_proc_cpuinfo() -> None:
     assert emulated["int8_dot_product"] == "none" and "avx2" in emulated["features"]
     isa = CpuIsa(emulated["architecture"], tuple(emulated["features"]), tuple(emulated["unknown"]), "qemu")
     assert choose_int8_cpu_path(AUTO, isa).name == REDUCE_RANGE
-    host_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512_vnni" in host_flags.split():
-        assert detect_cpu_isa().dot_product != "none"  # the host itself has VNNI; qemu hid it
+    # The emulated process reads the host's /proc/cpuinfo: on a VNNI host, which lists
+    # avx512_vnni, "none" shows the detection did not use it. Nothing is asserted about this
+    # process's own detection: the suite itself may run under qemu (an AVX2 check of a VNNI host).
 
 
 # -- the claims on ONNX Runtime itself: a convolution built to saturate ---------------------

@@ -305,7 +305,7 @@ class FakeState:
         self.profiles: list[tuple] = []
         self.workspace: list[int] = []
         self.cleared_flags: list[Any] = []
-        self.contexts: list["FakeContext"] = []
+        self.contexts: list[Any] = []  # FakeContext, defined inside make_fake_trt
 
 
 def make_fake_trt(state: FakeState) -> types.ModuleType:
