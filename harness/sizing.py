@@ -132,12 +132,12 @@ def size_for_early_stopping(config: RunConfig, per_batch: float | None) -> None:
         per_query = per_batch if per_batch is not None else expected
         basis = f"at {per_query * 1e3:.3g} ms a query ({'warm-up' if per_batch is not None else 'expected latency'})"
     count = int(setting(values, "min_query_count"))
-    # The count is raised even where the minimum duration alone would run enough queries
-    # at the warm-up's pace: a run slower than its warm-up (a busy host) then still gets
-    # them, and where the duration suffices the higher count costs no time.
-    if count >= target:
-        return
     have = max(count, float(setting(values, "min_duration_ms")) / 1e3 / per_query)
+    # Server's queries over the minimum duration are its schedule's; a stream's are only
+    # the warm-up's pace, and a run slower than its warm-up (a busy host) would fall short:
+    # its count is raised even where the duration alone would do, which then costs no time.
+    if (have if scenario == "Server" else count) >= target:
+        return
     source = config.provenance.get("loadgen.min_query_count", "LoadGen default")
     kept = source.startswith(_KEPT_SOURCES)
     rule = f"LoadGen's early stopping needs {minimum} queries for p{percentile * 100:g}"

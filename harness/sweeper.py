@@ -42,6 +42,7 @@ from harness.slo import Attempt, SearchSettings, failed_rule, search_max_qps
 from harness.study import StudyPlan, StudyStore, build_study, group_key, point_id, point_stats, run_entry
 from harness.system import describe_system
 from sut.backends.base import Backend
+from sut.settings import early_stopping_min_queries
 
 # How much faster than its estimate an Offline point's first run may be and still last its
 # minimum duration. In the 2026-11-26 H100/H200 studies three batches in flight ran up to
@@ -448,8 +449,13 @@ def _failed_rule(root: Path, result: dict[str, Any]) -> str | None:
         summary = parse_summary(paths.run_dir / LOADGEN_FILES[0])
     except OutputError:
         return None
+    processed = next((int(m.group(1)) for line in summary.early_stopping_result
+                      if (m := re.search(r"[Pp]rocessed (\d+) queries", line))), None)
+    percentile = result["config"]["loadgen"].get("server_target_latency_percentile")
+    clean_count_met = (None if processed is None or percentile is None
+                       else processed >= early_stopping_min_queries("Server", float(percentile)))
     return failed_rule(summary.perf_constraints_satisfied, summary.early_stopping_satisfied,
-                       summary.min_queries_satisfied, summary.min_duration_satisfied)
+                       summary.min_queries_satisfied, summary.min_duration_satisfied, clean_count_met)
 
 
 def _run_line(entry: dict[str, Any]) -> str:

@@ -168,3 +168,12 @@ def test_attempts_from_older_studies_have_no_rule() -> None:
     old = {"target_qps": 5.0, "duration_ms": 100, "phase": "search", "valid": False}
     assert Attempt.from_json(old).failed_rule is None
     assert search_max_qps(lambda q, d, p: Attempt(q, d, p, valid=False), settings(4.0)).stopped.endswith("1 QPS")
+
+
+def test_early_stopping_failed_by_over_latency_queries_is_the_latency_bound() -> None:
+    # Near the capacity p99 can sit under the bound while the over-latency queries still
+    # fail early stopping; with the queries a clean run needs, a lower load fixes that, so
+    # it must not stop the search as a count short of early stopping does.
+    assert failed_rule(True, False, True, True, clean_count_met=True) == LATENCY
+    assert failed_rule(True, False, True, True, clean_count_met=False) == "early stopping"
+    assert failed_rule(True, False, True, True) == "early stopping"
