@@ -33,7 +33,7 @@ from harness.config import RunConfig, resolve
 from harness.curves import ladder, spread
 from harness.errors import BackendError, DeepgapError, OutputError, RunFailed
 from harness.files import folder_lock
-from harness.loadgen_log import parse_summary
+from harness.loadgen_log import parse_detail, parse_summary
 from harness.results import LOADGEN_FILES, ResultPaths, load_measurements
 from harness.gating import GateFailed
 from harness.runner import CalibratedOn, RunAbandoned, execute, load_backend, make_dataset, quality_checks
@@ -442,17 +442,19 @@ class Group:
 
 def _failed_rule(root: Path, result: dict[str, Any]) -> str | None:
     """The LoadGen rule an invalid Server run failed, from its summary file (the saved
-    result keeps no 'Performance constraints satisfied')."""
+    result keeps no 'Performance constraints satisfied') and the query count of its detail log."""
     request = result["config"]["request"]
     paths = ResultPaths(root, result["config"]["system_name"], request["model"], "Server", "performance")
     try:
         summary = parse_summary(paths.run_dir / LOADGEN_FILES[0])
     except OutputError:
         return None
-    processed = next((int(m.group(1)) for line in summary.early_stopping_result
-                      if (m := re.search(r"[Pp]rocessed (\d+) queries", line))), None)
+    try:
+        processed = parse_detail(paths.run_dir / LOADGEN_FILES[1]).result.get("query_count")
+    except OutputError:
+        processed = None
     percentile = result["config"]["loadgen"].get("server_target_latency_percentile")
-    clean_count_met = (None if processed is None or percentile is None
+    clean_count_met = (None if not isinstance(processed, int) or percentile is None
                        else processed >= early_stopping_min_queries("Server", float(percentile)))
     return failed_rule(summary.perf_constraints_satisfied, summary.early_stopping_satisfied,
                        summary.min_queries_satisfied, summary.min_duration_satisfied, clean_count_met)
