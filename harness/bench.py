@@ -7,7 +7,11 @@ For each model and precision it measures, side by side and repeated:
     runs, then repeated confirmation runs at that load);
   * SingleStream p90 through LoadGen against the backend's own batch-1 round trip p90.
 
-    python -m harness.bench --models resnet50 --precisions fp16 fp32 --output OUT
+    python -m harness.bench --models resnet50 --precisions fp16 fp32 --compile none default --output OUT
+
+Each --compile mode is measured in turn for each model and precision, in the same process
+on the same card, so the compiled and eager rows are side by side. Every backend load is
+timed (its compile included) with the Inductor cache state it found.
 
 Writes OUT/bench.json (every repeat's raw figures) and prints a Markdown table.
 """
@@ -30,6 +34,7 @@ from harness.curves import latency_bound_qps, spread
 from harness.errors import DeepgapError
 from harness.runner import execute, load_backend, make_dataset
 from sut.backends.base import Backend
+from sut.compiling import COMPILE_MODES
 
 log = logging.getLogger("deepgap.bench")
 
@@ -40,8 +45,9 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 class Bench:
     def __init__(self, model: str, precision: str, output: Path, repeats: int, duration_ms: int,
-                 search_ms: int, gpu: str) -> None:
-        self.model, self.precision = model, precision
+                 search_ms: int, gpu: str, compile_mode: str = "default") -> None:
+        self.model, self.precision, self.compile = model, precision, compile_mode
+        self.loads: list[dict[str, Any]] = []
         self.output, self.repeats = output, repeats
         self.duration_ms, self.search_ms = duration_ms, search_ms
         self.gpu = gpu
@@ -52,20 +58,30 @@ class Bench:
         self.runs += 1
         request = CliRequest(
             scenario=scenario, model=self.model, precision=self.precision, gpu=self.gpu,
-            backend="torch", output=self.output / f"run{self.runs:03d}", overwrite=True,
+            backend="torch", compile=self.compile, output=self.output / f"run{self.runs:03d}", overwrite=True,
             min_duration_ms=overrides.pop("min_duration_ms", self.duration_ms), **overrides,
         )
         return resolve(request)
+
+    def load(self, config: RunConfig) -> Backend:
+        """load_backend, timed: the startup a user waits for (compilation included)."""
+        started = time.perf_counter()
+        backend = load_backend(config)
+        self.loads.append({"scenario": config.scenario, "max_batch": int(config.knobs["max_batch"]),
+                           "seconds": round(time.perf_counter() - started, 2),
+                           "compile": backend.describe().get("compile")})
+        return backend
 
     def run(self, config: RunConfig, backend: Backend, dataset) -> dict[str, Any]:
         outcome = execute(config, show_progress=False, backend=backend, dataset=dataset)
         return outcome.result["summary"]
 
     def measure(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "precision": self.precision}
+        out: dict[str, Any] = {"model": self.model, "precision": self.precision, "compile": self.compile,
+                               "loads": self.loads}
         offline_cfg = self.config("Offline")
         dataset = make_dataset(offline_cfg)
-        offline_backend = load_backend(offline_cfg)
+        offline_backend = self.load(offline_cfg)
         batch = int(offline_cfg.knobs["max_batch"])
         out["offline_batch"] = batch
         tight, offline = [], []
@@ -89,7 +105,7 @@ class Bench:
         """p99 latency per Server batching setting at fixed fractions of Offline load."""
         rows = []
         for knobs in grid:
-            backend = load_backend(self.config("Server", target_qps=offline_qps, **knobs))
+            backend = self.load(self.config("Server", target_qps=offline_qps, **knobs))
             for fraction in loads:
                 cfg = self.config("Server", target_qps=fraction * offline_qps, min_duration_ms=self.search_ms, **knobs)
                 summary = self.run(cfg, backend, dataset)
@@ -103,7 +119,7 @@ class Bench:
 
     def server(self, offline_qps: float, dataset) -> dict[str, Any]:
         probe = self.config("Server", target_qps=offline_qps)
-        backend = load_backend(probe)
+        backend = self.load(probe)
         knobs = {k: probe.knobs[k] for k in ("max_batch", "batch_timeout_us", "in_flight")}
 
         def valid(qps: float, duration_ms: int) -> tuple[bool, dict[str, Any]]:
@@ -156,7 +172,7 @@ class Bench:
 
     def single_stream(self, dataset) -> dict[str, Any]:
         config = self.config("SingleStream")
-        backend = load_backend(config)
+        backend = self.load(config)
         loadgen_p90, backend_p90 = [], []
         self.run(config, backend, dataset)  # warm-up; stages the data
         rows = np.zeros(1, dtype=np.int64)
@@ -180,17 +196,28 @@ class Bench:
         }
 
 
+def startup(row: dict[str, Any]) -> str:
+    """Each backend load's seconds, in order (Offline, Server, SingleStream), with the
+    Inductor cache state where it compiled: '41 miss / 12 hit / 6 hit'."""
+    parts = []
+    for load in row["loads"]:
+        compiled = load.get("compile") or {}
+        parts.append(f"{load['seconds']:.0f}" + (f" {compiled['cache']}" if compiled.get("compiled") else ""))
+    return " / ".join(parts)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     def ms(d: dict[str, Any]) -> str:
         return f"{d['mean']:,.0f} ± {d['std']:,.0f}"
 
     lines = [
-        "| model | prec | bs | tight loop img/s | Offline img/s | Off/tight | Server QPS (VALID) | Srv/Off | Server p99 ms | 2-batch-time bound | bs1 p90 ms | SS p90 ms | SS overhead us |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | prec | compile | bs | startup s | tight loop img/s | Offline img/s | Off/tight | Server QPS (VALID) | Srv/Off | Server p99 ms | 2-batch-time bound | bs1 p90 ms | SS p90 ms | SS overhead us |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['offline_batch']} | {ms(r['tight_loop_qps'])} | "
+            f"| {r['model']} | {r['precision']} | {r['compile']} | {r['offline_batch']} | "
+            f"{startup(r)} | {ms(r['tight_loop_qps'])} | "
             f"{ms(r['offline_qps'])} | {r['offline_vs_tight']:.3f} | {r['server_target_qps']:,.0f} "
             f"({sum(r['server_confirm_valid'])}/{len(r['server_confirm_valid'])}) | {r['server_vs_offline']:.3f} | "
             f"{r['server_p99_ms']['mean']:.2f} | {r['server_bound_qps']:,.0f} | {r['backend_bs1_p90_ms']['mean']:.3f} ± {r['backend_bs1_p90_ms']['std']:.3f} | "
@@ -208,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration-ms", type=int, default=5000, help="min duration of measured runs")
     p.add_argument("--search-ms", type=int, default=2500, help="min duration of Server search runs")
     p.add_argument("--gpu", default="auto")
+    p.add_argument("--compile", nargs="+", choices=COMPILE_MODES, default=["none", "default"],
+                   help="torch backend compile modes, each measured in turn (default: none default)")
     p.add_argument("--output", type=Path, default=Path("deepgap-bench"))
     p.add_argument("--server-grid", nargs="*", default=None, metavar="MB:TIMEOUT_US:IN_FLIGHT",
                    help="instead of the full benchmark: Offline, then Server p99 for each batching setting")
@@ -218,15 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for model in args.models:
-            for precision in args.precisions:
+            for precision, mode in ((p, m) for p in args.precisions for m in args.compile):
                 started = time.monotonic()
-                bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms, args.gpu)
+                bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms, args.gpu,
+                              mode)
                 for spec in args.server_grid or []:
                     mb, timeout, in_flight = (int(x) for x in spec.split(":"))
                     bench.server_grid_knobs.append({"max_batch": mb, "batch_timeout_us": timeout, "in_flight": in_flight})
                 rows.append(bench.measure())
                 rows[-1]["wall_s"] = time.monotonic() - started
-                log.info("%s %s done in %.0f s", model, precision, rows[-1]["wall_s"])
+                log.info("%s %s %s done in %.0f s", model, precision, mode, rows[-1]["wall_s"])
                 args.output.mkdir(parents=True, exist_ok=True)
                 (args.output / "bench.json").write_text(json.dumps(rows, indent=2, default=str))
     except DeepgapError as exc:

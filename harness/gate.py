@@ -32,6 +32,7 @@ class GateVerdict:
     passed: bool
     rule: str
     figures: GateFigures
+    module: dict[str, Any] | None = None  # the backend's describe()["compile"]: what was checked
 
     def line(self) -> str:
         f = self.figures
@@ -40,10 +41,16 @@ class GateVerdict:
         if f.top1 is not None and f.reference_top1 is not None:
             parts.insert(0, f"top-1 {100 * f.top1:.2f}% vs FP32 {100 * f.reference_top1:.2f}%")
         verdict = "PASS" if self.passed else "FAIL"
-        return f"accuracy gate {verdict} ({self.rule}): {', '.join(parts)}; on {f.measured_on}"
+        through = ""
+        if self.module and self.module.get("compiled"):
+            through = f"; through the network compiled by TorchInductor ({self.module.get('mode')})"
+        return f"accuracy gate {verdict} ({self.rule}): {', '.join(parts)}; on {f.measured_on}{through}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "rule": self.rule, **self.figures.to_json()}
+        data = {"passed": self.passed, "rule": self.rule, **self.figures.to_json()}
+        if self.module is not None:
+            data["compile"] = self.module
+        return data
 
 
 def fidelity(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,

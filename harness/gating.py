@@ -14,6 +14,7 @@ What the gate measures on:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -105,7 +106,8 @@ def calibrate_for(config: RunConfig, spec: ModelSpec, dataset_kind: str):
 
 
 def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
-    """Compare the configured backend and precision with FP32 torch; raise nothing."""
+    """Compare the configured backend and precision (compiled, when the run compiles) with
+    eager FP32 torch; raise nothing."""
     from sut.backends.torch_backend import TorchBackend
 
     spec, dataset, indices, measured_on = gate_target(config, options.device)
@@ -113,7 +115,12 @@ def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
     if spec.precision == "int8":
         kind = "imagenet" if dataset.name == "imagenet" else "digits"
         extra["calibration"] = calibrate_for(config, spec, kind).cache
-    gate_options = BackendOptions(device=options.device, max_batch=64, in_flight=1, cuda_graphs=False,
+    # A compiled network is checked as the run compiles it: same mode, same max batch (the
+    # dynamic batch graph is traced at it), so the run's compile finds the gate's graphs in
+    # Inductor's cache. Eager, 64 bounds the gate's memory whatever the run's batch.
+    compiled = options.compile != "none"
+    gate_options = BackendOptions(device=options.device, max_batch=options.max_batch if compiled else 64,
+                                  in_flight=1, cuda_graphs=False, compile=options.compile,
                                   channels_last=options.channels_last, staging=options.staging,
                                   threads=options.threads, extra=extra)
     reference_spec = ModelSpec(spec.name, "fp32", spec.weights, spec.seed, spec.image_size, spec.num_classes)
@@ -125,11 +132,12 @@ def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
         reference.load()
         started = time.perf_counter()
         figures = check_figures(under_test, reference, dataset, indices, measured_on)
+        module = under_test.describe().get("compile") if compiled else None
         log.info("accuracy gate: %d check images through %s %s and FP32 torch in %.1f s",
                  len(indices), config.backend, spec.precision, time.perf_counter() - started)
     finally:
         under_test.close()
         reference.close()
-    verdict = judge(figures, config.request.gate_min_agreement, spec.num_classes)
+    verdict = dataclasses.replace(judge(figures, config.request.gate_min_agreement, spec.num_classes), module=module)
     log.info("%s", verdict.line())
     return verdict

@@ -20,6 +20,8 @@ from tqdm import tqdm
 LOG_FILE = "deepgap.log"
 CONSOLE_FORMAT = "%(levelname).1s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
+# INFO from these is always on the console (not with -q): a long pause, explained.
+ALWAYS_SHOWN = ("sut.compiling",)
 # Marks the console handler this module installed, so a second setup replaces it.
 _CONSOLE = "deepgap-console"
 
@@ -61,7 +63,7 @@ def setup(verbose: bool = False, quiet: bool = False, shown: Iterable[str] = (),
     console.set_name(_CONSOLE)
     console.setFormatter(logging.Formatter(("%(asctime)s " if timestamps else "") + CONSOLE_FORMAT))
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    console.addFilter(_ConsoleFilter(level, () if quiet else tuple(shown)))
+    console.addFilter(_ConsoleFilter(level, () if quiet else (*shown, *ALWAYS_SHOWN)))
     root.addHandler(console)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from harness.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag,
                               int_at_least, positive_float)
-from harness.config import BACKENDS, CALIBRATION_ALGORITHMS, DATASETS, DEFAULT_BACKEND_RULE, CliRequest
+from harness.config import (BACKENDS, CALIBRATION_ALGORITHMS, COMPILE_DEFAULT_RULE, DATASETS, DEFAULT_BACKEND_RULE,
+                            CliRequest)
 from harness.errors import ConfigError, exit_code_epilog
 from sut.backends.base import MODELS, PRECISIONS
+from sut.compiling import COMPILE_MODES
 from sut.cpu_isa import AUTO, INT8_CPU_PATHS
 from sut.settings import SCENARIOS
 
@@ -81,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the GPU profile's, else device)")
     batching.add_argument("--threads", type=_positive_int, default=None,
                           help="CPU threads for the backend (default: the GPU profile's, else the runtime's own)")
-    batching.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
+    batching.add_argument("--compile", choices=COMPILE_MODES, default=None,
+                          help="TorchInductor compilation of the torch backend's network: none (eager), default "
+                          "(freezing; cached, so only the first run waits), max-autotune (benchmarks kernel "
+                          f"choices: minutes the first time) (default: {COMPILE_DEFAULT_RULE})")
     batching.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                           help="keep NCHW memory layout (default: off: channels_last)")
     quant = p.add_argument_group("INT8 calibration and the accuracy gate")

@@ -112,7 +112,7 @@ def backend_options(config: RunConfig, extra: dict[str, Any] | None = None) -> B
         in_flight=int(k["in_flight"]),
         cuda_graphs=bool(k["cuda_graphs"]),
         channels_last=config.request.channels_last,
-        compile=config.request.compile,
+        compile=str(k["compile"]),
         staging=str(k["staging"]),
         threads=k.get("threads"),
     )
@@ -203,7 +203,7 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
 
 def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
                    record_failure: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """INT8 calibration, then the accuracy gate for reduced precisions, before anything is
+    """INT8 calibration, then the accuracy gate for reduced precisions and compiled networks, before anything is
     timed. Returns backend extras ("extra": the calibration), what to record in the result
     ("record") and the calibration images ("calibrated_on", a CalibratedOn); a failed
     gate is recorded (by `record_failure`, else into `paths`' measurements.json) and
@@ -225,7 +225,8 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
                                  "reused": calibrated.reused, "algorithm": r.calibration_algorithm,
                                  "cache_hash": calibrated.cache.cache_hash}
         calibrated_on = CalibratedOn.of(kind, calibrated)
-    if r.precision != "fp32" and r.mode == "performance":
+    # Reduced precisions, and a compiled network in any precision, are checked against FP32 eager.
+    if (r.precision != "fp32" or config.knobs["compile"] != "none") and r.mode == "performance":
         if r.skip_accuracy_gate:
             record["accuracy_gate"] = {"skipped": True}
         else:

@@ -92,6 +92,10 @@ class StudyPlan:
         if scenario in ("Server", "Offline"):
             values["in_flight"] = self.in_flight
         values.update(overrides)
+        if isinstance(values.get("compile"), bool):  # studies before the compile modes: a flag
+            values["compile"] = "max-autotune" if values["compile"] else "none"
+        if backend != "torch":
+            values.pop("compile", None)  # a study's --compile is for its torch runs
         return CliRequest(**values)
 
     def to_json(self) -> dict[str, Any]:

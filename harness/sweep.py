@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from harness import logs
 from harness.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
                               int_at_least)
-from harness.config import BACKENDS, DEFAULT_BACKEND_RULE, CliRequest, choose_backend
+from harness.config import BACKENDS, COMPILE_DEFAULT_RULE, DEFAULT_BACKEND_RULE, CliRequest, choose_backend
 from harness.curves import DEFAULT_LADDER
 from harness.device import resolve_device
 from harness.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
@@ -23,6 +23,7 @@ from harness.slo import parse_slo
 from harness.study import DEFAULT_BATCH_SIZES, StudyPlan
 from harness.sweeper import Sweep, estimated_seconds, in_sweep_words, planned_runs
 from sut.backends.base import MODELS, PRECISIONS
+from sut.compiling import COMPILE_MODES
 from sut.settings import SCENARIOS
 
 
@@ -73,6 +74,8 @@ def build_parser() -> OneLineParser:
                    help="seeded, torchvision, or a state-dict path (default: seeded)")
     p.add_argument("--min-query-count", type=positive, default=None,
                    help="minimum query count of every run (default: the run profile's)")
+    p.add_argument("--compile", choices=COMPILE_MODES, default=None,
+                   help=f"TorchInductor compilation of the torch runs, once per group (default: {COMPILE_DEFAULT_RULE})")
     p.add_argument("--skip-accuracy-gate", action="store_true",
                    help="do not check fp16/bf16/int8 against FP32 before each group (default: off: the gate runs)")
     p.add_argument("--dry-run", action="store_true",
@@ -105,7 +108,8 @@ def default_backends(precisions: Sequence[str], gpu: str) -> tuple[str, ...]:
 
 
 def plan_from_args(args: Any) -> StudyPlan:
-    base = {k: getattr(args, k) for k in ("gpu", "image_size", "dataset_count", "weights", "min_query_count")
+    base = {k: getattr(args, k) for k in ("gpu", "image_size", "dataset_count", "weights", "min_query_count",
+                                          "compile")
             if getattr(args, k) is not None}
     if args.skip_accuracy_gate:
         base["skip_accuracy_gate"] = True

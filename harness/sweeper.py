@@ -40,7 +40,7 @@ from harness.runner import CalibratedOn, RunAbandoned, execute, load_backend, ma
 from harness.sizing import warmup_batch_seconds
 from harness.slo import Attempt, SearchSettings, failed_rule, search_max_qps
 from harness.study import StudyPlan, StudyStore, build_study, group_key, point_id, point_stats, run_entry
-from harness.system import describe_system
+from harness.system import backend_label, describe_system
 from sut.backends.base import Backend
 from sut.settings import early_stopping_min_queries
 
@@ -149,7 +149,8 @@ class Sweep:
     def _run(self, groups: list[Group]) -> dict[str, Any]:
         resuming = self.store.begin(self.plan)
         self.slo_conf = self.store.slo_conf(self.plan.slo)
-        self.system = study_system(groups[0].load_config)
+        self.system = study_system(groups[0].load_config, {g.load_config.knobs["compile"] for g in groups
+                                                           if g.backend_name == "torch"})
         previous = self.store.root / "study.json"
         if resuming and previous.exists():
             self._created = load_study_created(previous)
@@ -496,14 +497,19 @@ def estimated_seconds(plan: StudyPlan, overhead_s: float = 1.0) -> float:
     return per_group * len(plan.groups())
 
 
-def study_system(config: RunConfig) -> dict[str, Any]:
+def study_system(config: RunConfig, torch_compile: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The study's system. Its torch runs compiled make it another software stack than the
+    eager one on the same card ('H200x1-inductor' beside 'H200x1'), so a report can hold
+    both and divide one by the other."""
     device = config.device
+    compiled = sorted(torch_compile - {"none"})
     info = describe_system(device.system_prefix, device.device, device.count, {})
     info.pop("backend", None)
     nvml = info.get("nvml") or {}
     return {
-        "name": device.system_prefix,
+        "name": device.system_prefix + "".join(backend_label("torch", m).removeprefix("torch") for m in compiled),
         "device": device.name,
+        "torch_compile": compiled[0] if compiled else "none",
         "gpu_count": device.count if device.device != "cpu" else 0,
         "driver": nvml.get("driver"),
         "software": {**info["software"], "python": info["python"]},

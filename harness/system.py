@@ -56,6 +56,14 @@ def cpu_system_label(model: str | None = None, cpus: int | None = None) -> str:
     return f"CPU-{label}-{usable_cpus() if cpus is None else cpus}cpu"
 
 
+def backend_label(backend: str, compile_mode: str) -> str:
+    """The backend as a system name shows it: a compiled torch network is another software
+    stack than the eager one, so its results live under another name."""
+    if backend != "torch" or compile_mode == "none":
+        return backend
+    return "torch-inductor" if compile_mode == "default" else f"torch-inductor-{compile_mode}"
+
+
 def system_name(prefix: str, backend: str, precision: str) -> str:
     """A run's system name, results/<system>/...: the device's prefix ('H100x1',
     cpu_system_label()), the backend and the precision."""

@@ -38,7 +38,7 @@ class BackendOptions:
     in_flight: int = 1  # batches allowed in flight at once (CUDA streams)
     cuda_graphs: bool = True
     channels_last: bool = True
-    compile: bool = False
+    compile: str = "none"  # sut.compiling.COMPILE_MODES: "none" (eager), "default", "max-autotune"
     staging: str = "device"  # "device" (GPU-resident) or "host" (pinned host memory)
     threads: int | None = None  # CPU intra-op threads; None keeps the runtime's default
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,5 +1,6 @@
 """PyTorch on the CPU or a CUDA GPU: fp32, fp16, bf16; channels_last, cuDNN autotune,
-CUDA graphs per batch-size bucket, optional torch.compile.
+TorchInductor compilation (sut/compiling.py; the default on CUDA), CUDA graphs per
+batch-size bucket around the compiled or eager network.
 
 Staged samples live in one NHWC buffer (GPU-resident by default, or pinned host memory).
 On CUDA each in-flight slot owns a stream, index/output buffers and, with graphs, one
@@ -20,6 +21,7 @@ import numpy as np
 
 from harness.errors import BackendError, DeviceError
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
+from sut.compiling import CompileRecord, compile_network, eager_record, release_compiled
 from sut.models import build_model, weights_description
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class TorchBackend(Backend):
         self._slots: list[_Slot] = []
         self._free_slots: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
+        self._compiled: CompileRecord | None = None
 
     @property
     def _cuda(self) -> bool:
@@ -134,18 +137,37 @@ class TorchBackend(Backend):
         net = build_model(self.model).to(self._device, self._dtype)
         if self.options.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        if self.options.compile:
-            net = torch.compile(net, mode="max-autotune-no-cudagraphs")
         self._net = net
+        if self.options.compile != "none":
+            self._net = self._compile(net)
+
+    def _compile(self, net: Any) -> Any:
+        """The network through TorchInductor, each of its graphs compiled now (the dynamic
+        batch graph at the max batch, and batch 1), on inputs laid out as a run's are, so
+        that no compilation happens inside a CUDA graph capture or a timed run."""
+        torch = self._torch
+        size = self.model.image_size
+        batches = sorted({self.options.max_batch, 1}, reverse=True)
+        examples = [self._images(torch.randn((b, size, size, 3), device=self._device).to(self._dtype))
+                    for b in batches]
+        where = torch.cuda.get_device_name(self._device) if self._cuda else "cpu"
+        label = f"{self.model.name} {self.model.precision} at {size} px"
+        key = f"{self.model.name}|{self.model.precision}|{size}|{where}|torch {torch.__version__}"
+        compiled, self._compiled = compile_network(torch, net, self.options.compile, label, examples, key)
+        return compiled
+
+    def _images(self, nhwc):
+        """NHWC pixels as the NCHW tensor the network takes: a view with channels_last
+        strides, or a contiguous copy without channels_last. The compiled graphs were traced
+        on this layout, so every caller goes through here."""
+        images = nhwc.permute(0, 3, 1, 2)
+        return images if self.options.channels_last else images.contiguous()
 
     def _infer(self, nhwc):
         """Run the network on gathered NHWC images; top-1 as int32, all on device."""
         torch = self._torch
-        images = nhwc.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
-        if not self.options.channels_last:
-            images = images.contiguous()
         with torch.inference_mode():
-            return self._net(images).argmax(dim=1).to(torch.int32)
+            return self._net(self._images(nhwc)).argmax(dim=1).to(torch.int32)
 
     def _batch_body(self, slot: _Slot, count: int) -> None:
         """One batch on the current stream, host buffers to host buffers: copy the row
@@ -268,11 +290,8 @@ class TorchBackend(Backend):
     def logits(self, samples: np.ndarray) -> np.ndarray:
         torch = self._torch
         nhwc = torch.from_numpy(np.ascontiguousarray(samples.transpose(0, 2, 3, 1)))
-        images = nhwc.to(self._device, self._dtype).permute(0, 3, 1, 2)
-        if not self.options.channels_last:
-            images = images.contiguous()
         with torch.inference_mode():
-            return self._net(images).float().cpu().numpy()
+            return self._net(self._images(nhwc.to(self._device, self._dtype))).float().cpu().numpy()
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         torch = self._torch
@@ -318,7 +337,7 @@ class TorchBackend(Backend):
             "precision": self.model.precision,
             "weights": weights_description(self.model),
             "channels_last": self.options.channels_last,
-            "compile": self.options.compile,
+            "compile": self._compiled.to_json() if self._compiled else eager_record(),
             "max_batch": self.options.max_batch,
         }
         if self._cuda and torch is not None:
@@ -343,6 +362,8 @@ class TorchBackend(Backend):
         self._free_slots = queue.Queue()
         self._staged = None
         self._net = None
+        if self._compiled is not None:
+            release_compiled(self._torch)
         if self._cuda and self._torch is not None:
             gc.collect()  # graphs held in reference cycles keep their private pools
             self._torch.cuda.empty_cache()

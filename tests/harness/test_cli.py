@@ -275,7 +275,7 @@ def test_null_backend_sizing_is_bounded(cache_dir: Path, out: Path) -> None:
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--compile"], ["--compile", "onnxruntime", "--backend torch"]),
+    (["--compile", "default"], ["--compile default", "onnxruntime", "--backend torch"]),
     (["--staging", "host"], ["--staging", "CPU"]),
     (["--precision", "int8", "--calibration-list", "/no/such/cal_list.txt"], ["--calibration-list", "ImageNet"]),
     (["--calibration-list", "/no/such/cal_list.txt"], ["--calibration-list", "int8"]),

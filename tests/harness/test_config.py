@@ -373,8 +373,8 @@ def test_config_json_is_serialisable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fields, words", [
-    ({"compile": True}, ["--compile", "onnxruntime", "--backend torch"]),
-    ({"compile": True, "backend": "null"}, ["--compile", "null"]),
+    ({"compile": "default"}, ["--compile default", "onnxruntime", "--backend torch"]),
+    ({"compile": "max-autotune", "backend": "null"}, ["--compile max-autotune", "null"]),
     ({"staging": "host"}, ["--staging", "on the CPU"]),
     ({"staging": "device", "backend": "torch"}, ["--staging", "on the CPU"]),
 ])
@@ -385,8 +385,39 @@ def test_flags_the_backend_ignores_are_refused(fields: dict, words: list[str]) -
         assert word in str(info.value)
 
 
-def test_compile_is_kept_for_torch() -> None:
-    assert resolve(cpu(backend="torch", compile=True)).request.compile
+def _on_gpu(monkeypatch: pytest.MonkeyPatch, name: str = "L4") -> None:
+    """resolve() as on a CUDA device with `name`'s profile (there is no GPU here)."""
+    gpu = DeviceChoice(load_gpu_profile(name), "cuda:0", f"NVIDIA {name}", 1)
+    monkeypatch.setattr(config_module, "resolve_device", lambda requested: gpu)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_torch_compiles_by_default_on_cuda(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    _on_gpu(monkeypatch)
+    config = resolve(CliRequest(precision=precision, gpu="L4"))
+    assert (config.backend, config.knobs["compile"]) == ("torch", "default")
+    assert config.provenance["knob.compile"] == config_module.COMPILE_DEFAULT_RULE
+    assert config.system_name == f"L4x1_torch-inductor_{precision}"
+
+
+def test_compile_none_keeps_the_eager_path_and_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    _on_gpu(monkeypatch)
+    config = resolve(CliRequest(precision="fp16", gpu="L4", compile="none"))
+    assert config.knobs["compile"] == "none" and config.provenance["knob.compile"] == "CLI"
+    assert config.system_name == "L4x1_torch_fp16"
+    assert resolve(CliRequest(precision="fp16", gpu="L4", compile="max-autotune")).system_name == \
+        "L4x1_torch-inductor-max-autotune_fp16"
+
+
+def test_the_cpu_runs_eagerly_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve(cpu(backend="torch")).knobs["compile"] == "none"
+    assert resolve(cpu(backend="onnxruntime")).knobs["compile"] == "none"
+    assert resolve(cpu(backend="torch", compile="default")).knobs["compile"] == "default"
+
+
+def test_an_unknown_compile_mode_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown compile mode 'fast'"):
+        cpu(compile="fast")
 
 
 @pytest.mark.parametrize("fields, words", [

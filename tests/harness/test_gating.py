@@ -86,3 +86,19 @@ def test_calibration_images_follow_the_calibration_seed_not_the_weights_seed(tin
     config = resolve(tiny_request(seed=3, calibration_seed=5, **GATED))
     assert calibration_config(config, "synthetic").seed == 5
     assert calibration_config(resolve(tiny_request(seed=3, **GATED)), "synthetic").seed == 0
+
+
+def test_a_compiled_network_is_gated_in_fp32_through_its_compiled_module(tiny_request, tmp_path, monkeypatch):
+    """FP32 needs no gate eagerly; compiled, the gate checks the compiled network (the mode
+    and cache it reports) against FP32 eager, and the run records its own compilation."""
+    monkeypatch.setattr("sut.compiling._USER_CACHE_DIR", str(tmp_path / "inductor"))
+    config = resolve(tiny_request(backend="torch", compile="default", gate_samples=40, dataset_count=32))
+    outcome = execute(config, show_progress=False)
+    gate = outcome.result["accuracy_gate"]
+    assert gate["passed"] and gate["compile"]["compiled"] and gate["compile"]["mode"] == "default"
+    assert gate["relative_error"] < 1e-3 and gate["cosine"] > 0.999
+    run = outcome.result["backend"]["compile"]
+    assert run["compiled"] and run["mode"] == "default" and run["cache_dir"] == str(tmp_path / "inductor")
+    assert config.system_name.endswith("_torch-inductor_fp32") and config.system_name in outcome.paths.run_dir.parts
+    eager = resolve(tiny_request(backend="torch", output=tmp_path / "eager"))
+    assert "accuracy_gate" not in execute(eager, show_progress=False).result

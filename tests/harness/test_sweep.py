@@ -339,3 +339,25 @@ def test_sweep_json_summarises_the_saved_study_and_logs_beside_it(tmp_path, caps
     assert main([*args[:-1], str(tmp_path / "dry.json"), "--dry-run"]) == 0
     dry = json.loads((tmp_path / "dry.json").read_text())
     assert dry["dry_run"] is True and dry["groups"] == ["resnet18-fp32-null"] and dry["runs"] == 2
+
+
+def test_a_compiled_study_is_another_system_than_the_eager_one():
+    from harness.config import CliRequest, resolve
+    from harness.sweeper import study_system
+
+    config = resolve(CliRequest(gpu="cpu", backend="torch", model="resnet18", image_size=32))
+    eager = study_system(config, {"none"})
+    compiled = study_system(config, {"default"})
+    assert compiled["name"] == eager["name"] + "-inductor"
+    assert (eager["torch_compile"], compiled["torch_compile"]) == ("none", "default")
+    assert study_system(config, {"max-autotune"})["name"].endswith("-inductor-max-autotune")
+
+
+def test_a_study_plan_from_before_the_compile_modes_still_resolves(tmp_path):
+    """Old study.json plans stored --compile as a flag; a tensorrt group takes no compile."""
+    plan = StudyPlan(models=("resnet18",), backends=("torch",), base={"gpu": "cpu", "compile": False})
+    assert plan.request("resnet18", "fp32", "torch", "Offline", tmp_path).compile == "none"
+    assert StudyPlan(base={"gpu": "cpu", "compile": True}).request(
+        "resnet18", "fp32", "torch", "Offline", tmp_path).compile == "max-autotune"
+    compiled = StudyPlan(backends=("torch",), base={"gpu": "cpu", "compile": "default"})
+    assert compiled.request("resnet18", "fp32", "onnxruntime", "Offline", tmp_path).compile is None
