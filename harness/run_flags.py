@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CPU threads for the backend (default: the GPU profile's, else the runtime's own)")
     batching.add_argument("--compile", choices=COMPILE_MODES, default=None,
                           help="TorchInductor compilation of the torch backend's network: none (eager), default "
-                          "(freezing; cached, so only the first run waits), max-autotune (benchmarks kernel "
-                          f"choices: minutes the first time) (default: {COMPILE_DEFAULT_RULE})")
+                          "(freezing; tens of seconds of compiling per run, even with Inductor's cache warm: see "
+                          "the README), max-autotune (benchmarks kernel choices: minutes the first time) "
+                          f"(default: {COMPILE_DEFAULT_RULE})")
     batching.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                           help="keep NCHW memory layout (default: off: channels_last)")
     quant = p.add_argument_group("INT8 calibration and the accuracy gate")

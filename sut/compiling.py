@@ -18,6 +18,9 @@ Triton and CUDA versions, the GPU, the traced graph (model, precision, image siz
 and the Inductor options; frozen weights enter it by shape and dtype only, and their values
 are read from the module on every load, so another set of weights of the same network
 reuses the compiled code and still runs its own weights (tests/sut/test_compiling.py).
+With freezing, AOTAutograd's cache is bypassed (by torch's design), so a cached compile
+still traces the network and runs the freezing passes: on the H200 resnet50 took 13 s for
+batch 1 and 22-34 s for both graphs with every graph a cache hit (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
     if mode == "max-autotune":
         log.warning("--compile max-autotune benchmarks Inductor's kernel choices: expect several minutes "
                     "the first time (and Triton 'out of resource' lines for choices it skips)")
-    log.info("compiling %s with TorchInductor (%s mode) for %s: %s the first time, seconds once cached "
+    log.info("compiling %s with TorchInductor (%s mode) for %s: %s the first time, less once cached "
              "in %s", label, mode, _shapes(examples), _first_time(cache_dir, estimate_key, mode), cache_dir)
     started = time.perf_counter()
     try:
