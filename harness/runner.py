@@ -203,8 +203,8 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
 
 def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
                    record_failure: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """INT8 calibration, then the accuracy gate for reduced precisions and compiled networks, before anything is
-    timed. Returns backend extras ("extra": the calibration), what to record in the result
+    """INT8 calibration, then the accuracy gate for reduced precisions and compiled networks,
+    before anything is timed. Returns backend extras ("extra": the calibration), what to record in the result
     ("record") and the calibration images ("calibrated_on", a CalibratedOn); a failed
     gate is recorded (by `record_failure`, else into `paths`' measurements.json) and
     raised unless --skip-accuracy-gate."""

@@ -77,7 +77,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--compile", choices=COMPILE_MODES, default=None,
                    help=f"TorchInductor compilation of the torch runs, once per group (default: {COMPILE_DEFAULT_RULE})")
     p.add_argument("--skip-accuracy-gate", action="store_true",
-                   help="do not check fp16/bf16/int8 against FP32 before each group (default: off: the gate runs)")
+                   help="do not check fp16/bf16/int8 or a compiled network against FP32 before each group (default: off: the gate runs)")
     p.add_argument("--dry-run", action="store_true",
                    help="resolve every group's configuration (device, precision, backend), print the plan's size "
                    "and a time estimate, run nothing (default: off)")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from harness.errors import BackendError
+from harness.files import write_atomic
 from sut.onnx_export import cache_root
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _cache_env(path: Path) -> Iterator[None]:
 
 def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Sequence[Any],
                     estimate_key: str) -> tuple[Callable[..., Any], CompileRecord]:
-    """`net` compiled in `mode` and run once on each of `examples` (input tensors laid out
+    """`net` compiled in `mode` and run once on each of `examples` (one input per graph, laid out
     as the run will pass them: the first sizes the dynamic batch graph, a batch of one the
     specialised graph), so every graph exists before any CUDA graph is captured.
     `label` names the network in messages ('resnet50 fp16'); `estimate_key` keys the
@@ -153,14 +154,14 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
     after = counters["inductor"]
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("fxgraph_cache_hit", "fxgraph_cache_miss",
                                                            "fxgraph_cache_bypass")}
-    record = CompileRecord(mode=mode, seconds=round(seconds, 2), graphs=len({min(int(e.shape[0]), 2) for e in examples}),
+    record = CompileRecord(mode=mode, seconds=round(seconds, 2), graphs=len(examples),
                            cache_hits=delta["fxgraph_cache_hit"], cache_misses=delta["fxgraph_cache_miss"],
                            cache_bypasses=delta["fxgraph_cache_bypass"], cache_dir=str(cache_dir),
                            options=options)
     if record.cache != "hit":
         _remember(cache_dir, estimate_key, mode, seconds)
     log.info("compiled %s in %.1f s (Inductor cache: %s, %d hit(s), %d miss(es))", label, seconds,
-                record.cache, record.cache_hits, record.cache_misses + record.cache_bypasses)
+             record.cache, record.cache_hits, record.cache_misses + record.cache_bypasses)
     return compiled, record
 
 
@@ -197,10 +198,5 @@ def _remember(cache_dir: Path, key: str, mode: str, seconds: float) -> None:
     """Best effort: the estimate is a courtesy, never a reason to fail a run."""
     times = _times(cache_dir)
     times[f"{key}|{mode}"] = round(seconds, 1)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{_TIMES_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
-        tmp.replace(cache_dir / _TIMES_FILE)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_atomic(cache_dir / _TIMES_FILE, json.dumps(times, indent=1, sort_keys=True))
