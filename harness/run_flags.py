@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CPU threads for the backend (default: the GPU profile's, else the runtime's own)")
     batching.add_argument("--compile", choices=COMPILE_MODES, default=None,
                           help="TorchInductor compilation of the torch backend's network: none (eager), default "
-                          "(freezing; tens of seconds of compiling per run, even with Inductor's cache warm: see "
-                          "the README), max-autotune (benchmarks kernel choices: minutes the first time) "
+                          "(BatchNorm folded, Inductor's default mode: tens of seconds the first time, seconds once "
+                          "cached), max-autotune (benchmarks kernel choices: minutes the first time) "
                           f"(default: {COMPILE_DEFAULT_RULE})")
     batching.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                           help="keep NCHW memory layout (default: off: channels_last)")

@@ -1,26 +1,29 @@
 """TorchInductor compilation of a network, cached on disk across runs and processes.
 
-One place for what `--compile` means. `default` is Inductor's default mode with freezing:
-the weights become constants, so BatchNorm folds into the convolutions and the bias,
-residual add and ReLU after each one fuse into one kernel (1.70x eager's LoadGen Offline
-throughput for resnet50 fp16 on an H200, BENCHMARKS.md). `max-autotune` adds Inductor's kernel
-benchmarking: minutes the first time. Neither uses Inductor's own CUDA graphs: the torch
-backend captures its own graph per batch bucket around the compiled module, with its
-gather and arg-max inside, and several slots in flight.
+One place for what `--compile` means. `default` folds each BatchNorm into the convolution
+before it (torch.fx, in fp32, then cast back) and compiles the result in Inductor's default
+mode, which fuses the bias, residual add and ReLU after each convolution into one kernel
+(1.70x eager's LoadGen Offline throughput for resnet50 fp16 on an H200, BENCHMARKS.md).
+`max-autotune` adds Inductor's kernel benchmarking: minutes the first time. Neither uses
+Inductor's own CUDA graphs: the torch backend captures its own graph per batch bucket
+around the compiled module, with its gather and arg-max inside, and several slots in flight.
+
+Why folding and not Inductor's freezing, which folds BatchNorm too: the two ran at the same
+speed on the H200 (resnet50 fp16, batch 256, 64 and 1, within 1%), but freezing bypasses
+AOTAutograd's cache by torch's design, so a cached compile still traced the network and ran
+the freezing passes (24 s), while the folded network without freezing is cached whole
+(1.6 s; docs/bench/compile_variants.py, BENCHMARKS.md). The weights stay inputs of the
+compiled graph, so another set of weights of the same network reuses the compiled code and
+runs its own weights (tests/sut/test_compiling.py).
 
 Shapes: the batch dimension is compiled dynamic, so one graph serves every bucket from 2
 to the max batch, and batch 1 (which Dynamo always specialises) gets a second graph. A
 run therefore compiles at most twice whatever its bucket set, and a sweep's group once.
 
-Cache: Inductor's FX graph cache (and Triton's kernel cache beneath it), in
-`$DEEPGAP_CACHE/inductor` unless TORCHINDUCTOR_CACHE_DIR is set. Its key covers the torch,
-Triton and CUDA versions, the GPU, the traced graph (model, precision, image size, layout)
-and the Inductor options; frozen weights enter it by shape and dtype only, and their values
-are read from the module on every load, so another set of weights of the same network
-reuses the compiled code and still runs its own weights (tests/sut/test_compiling.py).
-With freezing, AOTAutograd's cache is bypassed (by torch's design), so a cached compile
-still traces the network and runs the freezing passes: on the H200 resnet50 took 13 s for
-batch 1 and 22-34 s for both graphs with every graph a cache hit (BENCHMARKS.md).
+Cache: Inductor's FX graph and AOTAutograd caches (and Triton's kernel cache beneath them),
+in `$DEEPGAP_CACHE/inductor` unless TORCHINDUCTOR_CACHE_DIR is set. Their key covers the
+torch, Triton and CUDA versions, the GPU, the traced graph (model, precision, image size,
+layout), the weights' shapes and dtypes, and the Inductor options.
 """
 
 from __future__ import annotations
@@ -42,19 +45,13 @@ log = logging.getLogger(__name__)
 
 COMPILE_MODES = ("none", "default", "max-autotune")
 # Inductor options per mode, set as Inductor's global config while the graphs are traced
-# and compiled: Dynamo reads `freezing` from the global config (not from torch.compile's
-# `options`) to treat the weights as constants guarded by identity. Passed as `options`
-# only, the weights stayed graph inputs and BatchNorm was not folded (no binary_folding in
-# Inductor's counters; resnet50 fp16 at batch 256 on the H200: 1.65x eager in a probe,
-# 1.75x with the global setting in harness.bench). Inductor's "max-autotune" mode would
-# also turn on its own CUDA graphs; ours wrap the module.
+# and compiled (Dynamo reads some options from the global config only, not from
+# torch.compile's `options`). Inductor's "max-autotune" mode would also turn on its own CUDA
+# graphs; ours wrap the module.
 INDUCTOR_OPTIONS: dict[str, dict[str, Any]] = {
-    "default": {"freezing": True},
-    "max-autotune": {"freezing": True, "max_autotune": True, "coordinate_descent_tuning": True},
+    "default": {},
+    "max-autotune": {"max_autotune": True, "coordinate_descent_tuning": True},
 }
-# On the CPU, freezing pre-packs weights into oneDNN tensors, which Inductor's cache cannot
-# pickle: every run would compile from scratch. Unpacked, the compiled graph is cached.
-CPU_OPTIONS: dict[str, Any] = {"cpp.weight_prepack": False}
 _TIMES_FILE = "deepgap-compile-times.json"
 # The user's own setting, read before anything runs Inductor: Inductor writes its /tmp
 # default into the environment the first time it looks (the gate's compile, say), and that
@@ -73,6 +70,7 @@ class CompileRecord:
     mode: str
     seconds: float
     graphs: int  # compiled graphs: the dynamic batch graph and the batch-1 graph
+    folded_batch_norms: int  # BatchNorm layers folded into their convolutions before compiling
     cache_hits: int  # Inductor FX graph cache
     cache_misses: int
     cache_bypasses: int
@@ -127,7 +125,7 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
     cache_dir = inductor_cache_dir()
     from torch._dynamo.utils import counters
 
-    options = {**INDUCTOR_OPTIONS[mode], **({} if examples and examples[0].is_cuda else CPU_OPTIONS)}
+    options = dict(INDUCTOR_OPTIONS[mode])
     before = dict(counters["inductor"])
     if mode == "max-autotune":
         log.warning("--compile max-autotune benchmarks Inductor's kernel choices: expect several minutes "
@@ -136,7 +134,8 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
              "in %s", label, mode, _shapes(examples), _first_time(cache_dir, estimate_key, mode), cache_dir)
     started = time.perf_counter()
     try:
-        compiled = torch.compile(net)
+        folded, folds = fold_batch_norm(torch, net)
+        compiled = torch.compile(folded)
         # Past Dynamo's recompile limit the network would run eagerly, silently; raise instead.
         with _cache_env(cache_dir), torch.inference_mode(), torch._inductor.config.patch(options), \
                 torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
@@ -154,7 +153,7 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
     after = counters["inductor"]
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("fxgraph_cache_hit", "fxgraph_cache_miss",
                                                            "fxgraph_cache_bypass")}
-    record = CompileRecord(mode=mode, seconds=round(seconds, 2), graphs=len(examples),
+    record = CompileRecord(mode=mode, seconds=round(seconds, 2), graphs=len(examples), folded_batch_norms=folds,
                            cache_hits=delta["fxgraph_cache_hit"], cache_misses=delta["fxgraph_cache_miss"],
                            cache_bypasses=delta["fxgraph_cache_bypass"], cache_dir=str(cache_dir),
                            options=options)
@@ -163,6 +162,30 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
     log.info("compiled %s in %.1f s (Inductor cache: %s, %d hit(s), %d miss(es))", label, seconds,
              record.cache, record.cache_hits, record.cache_misses + record.cache_bypasses)
     return compiled, record
+
+
+def fold_batch_norm(torch: Any, net: Any) -> tuple[Any, int]:
+    """A copy of `net` with each eval-mode BatchNorm folded into the convolution before it,
+    computed in fp32 and cast back to the network's dtype and memory format (folding in fp16
+    would round the scale 1/sqrt(var + eps) before it multiplies the weights), and how many
+    were folded. Raises what
+    torch.fx raises for a network it cannot trace; the caller turns that into CompileFailed."""
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    weights = [p for p in net.parameters() if p.dim() == 4]
+    dtype = (weights or list(net.parameters()))[0].dtype
+    channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last) \
+        and not weights[0].is_contiguous()
+    folded = fuse(copy.deepcopy(net).float(), inplace=True).to(dtype)
+    if channels_last:
+        folded = folded.to(memory_format=torch.channels_last)
+    return folded, _batch_norms(torch, net) - _batch_norms(torch, folded)
+
+
+def _batch_norms(torch: Any, net: Any) -> int:
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 def release_compiled(torch: Any) -> None:

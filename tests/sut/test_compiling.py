@@ -19,7 +19,7 @@ from sut.data import SyntheticDataset
 
 
 class Tiny(nn.Module):
-    """Conv, BatchNorm (folded by freezing), ReLU, pooling, a linear layer: a ResNet's parts.
+    """Conv, BatchNorm (folded before compiling), ReLU, pooling, a linear layer: a ResNet's parts.
     16 channels: Inductor inlines (and keys by value) only 1-D constants of up to 8 elements."""
 
     def __init__(self, channels: int = 16, seed: int = 0) -> None:
@@ -101,6 +101,24 @@ def test_the_cache_lives_under_the_deepgap_cache(tmp_path, monkeypatch):
     assert inductor_cache_dir() == tmp_path / "mine"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_is_folded_in_fp32_and_keeps_dtype_and_layout(dtype, channels_last):
+    net = Tiny().to(dtype)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    folded, count = compiling.fold_batch_norm(torch, net)
+    assert count == 1 and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    weight = next(p for p in folded.parameters() if p.dim() == 4)
+    assert weight.dtype == dtype and weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is left as it was
+    x = torch.randn(2, 3, 12, 12)
+    want = Tiny()(x)  # fp32, unfolded
+    with torch.no_grad():
+        got = folded(x.to(dtype)).float()
+    assert torch.allclose(got, want, atol=1e-4 if dtype == torch.float32 else 5e-2)
+
+
 def _backend(compile_mode: str) -> TorchBackend:
     backend = TorchBackend(ModelSpec("resnet18", "fp32", image_size=32),
                            BackendOptions(device="cpu", max_batch=8, compile=compile_mode))
@@ -123,7 +141,7 @@ def test_the_compiled_backend_answers_as_the_eager_one(fresh_cache):
     compiled = _backend("default")
     try:
         info = compiled.describe()["compile"]
-        assert info["compiled"] and info["mode"] == "default" and info["options"]["freezing"]
+        assert info["compiled"] and info["mode"] == "default" and info["folded_batch_norms"] == 20
         assert info["cache"] == "miss" and info["graphs"] == 2
         want, got = eager.logits(samples), compiled.logits(samples)
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
