@@ -3,7 +3,8 @@
 Two threads: the dispatcher takes batches from a source and launches them (a CUDA
 backend returns at once, so the next batch's copies and kernels queue behind it on
 another stream); the completer waits for launched batches in order and hands their
-results to `on_complete`. The backend bounds how many batches are in flight: its
+results to `on_complete`. With one batch in flight the dispatcher completes each batch
+itself and there is no completer. The backend bounds how many batches are in flight: its
 `run_batch` blocks while all its slots are busy.
 
 A failure never leaves samples outstanding: the failed batch and every later one are
@@ -50,21 +51,27 @@ class BatchPipeline:
         self.failure: BaseException | None = None
         self.batches_run = 0
         self.samples_run = 0
+        # With one batch in flight nothing overlaps: a batch must finish before the next can
+        # launch, so the dispatcher completes it itself. A completer thread would only add two
+        # thread hand-offs per batch and one more thread competing for a small CPU's cores.
+        self.completes_inline = backend.options.in_flight <= 1
         self._dispatcher = threading.Thread(target=self._dispatch, name=f"{name}-dispatch", daemon=True)
-        self._completer = threading.Thread(target=self._complete, name=f"{name}-complete", daemon=True)
+        self._threads = [self._dispatcher]
+        if not self.completes_inline:
+            self._threads.append(threading.Thread(target=self._complete, name=f"{name}-complete", daemon=True))
 
     def start(self) -> None:
-        self._dispatcher.start()
-        self._completer.start()
+        for thread in self._threads:
+            thread.start()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for both threads; the batch source must have returned None (closed)."""
-        self._dispatcher.join(timeout)
-        self._completer.join(timeout)
+        """Wait for the threads; the batch source must have returned None (closed)."""
+        for thread in self._threads:
+            thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._dispatcher.is_alive() or self._completer.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     def _record_failure(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -72,6 +79,10 @@ class BatchPipeline:
             log.error("backend failed: %s: %s", type(exc).__name__, exc)
 
     def _dispatch(self) -> None:
+        if self.completes_inline:
+            while (batch := self._next_batch()) is not None:
+                self.run_inline(batch)
+            return
         try:
             while True:
                 self._places.acquire()

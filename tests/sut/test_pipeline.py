@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from sut.backends.base import BackendOptions, DonePending, ModelSpec
 from sut.backends.null_backend import NullBackend
@@ -15,8 +16,9 @@ from sut.pipeline import BatchPipeline
 class FlakyBackend(NullBackend):
     """Fails on chosen batch numbers, either at launch or while waiting."""
 
-    def __init__(self, fail_launch_at: int | None = None, fail_wait_at: int | None = None) -> None:
-        super().__init__(ModelSpec("resnet18", "fp32"), BackendOptions(max_batch=4, in_flight=2))
+    def __init__(self, fail_launch_at: int | None = None, fail_wait_at: int | None = None,
+                 in_flight: int = 2) -> None:
+        super().__init__(ModelSpec("resnet18", "fp32"), BackendOptions(max_batch=4, in_flight=in_flight))
         self.calls = 0
         self.fail_launch_at, self.fail_wait_at = fail_launch_at, fail_wait_at
         self.load()
@@ -55,30 +57,51 @@ def run_pipeline(backend, samples: int) -> tuple[BatchPipeline, dict[int, int | 
     return pipeline, completed
 
 
-def test_all_samples_complete_once_with_their_own_answer():
-    pipeline, completed = run_pipeline(FlakyBackend(), 50)
+# One batch in flight: the dispatcher completes each batch itself; more: a completer thread.
+IN_FLIGHT = pytest.mark.parametrize("in_flight", [1, 2])
+
+
+@IN_FLIGHT
+def test_all_samples_complete_once_with_their_own_answer(in_flight):
+    pipeline, completed = run_pipeline(FlakyBackend(in_flight=in_flight), 50)
     assert pipeline.failure is None
     assert completed == {i: i % 64 for i in range(50)}
     assert pipeline.batches_run == 13
 
 
-def test_launch_failure_completes_everything_and_reports():
-    pipeline, completed = run_pipeline(FlakyBackend(fail_launch_at=3), 50)
+@IN_FLIGHT
+def test_launch_failure_completes_everything_and_reports(in_flight):
+    pipeline, completed = run_pipeline(FlakyBackend(fail_launch_at=3, in_flight=in_flight), 50)
     assert sorted(completed) == list(range(50))
     assert "launch exploded" in str(pipeline.failure)
     assert all(completed[i] == i % 64 for i in range(8))  # batches before the failure answered
     assert all(completed[i] is None for i in range(8, 50))  # the failed one and all later
 
 
-def test_wait_failure_completes_everything_and_reports():
-    pipeline, completed = run_pipeline(FlakyBackend(fail_wait_at=2), 20)
+@IN_FLIGHT
+def test_wait_failure_completes_everything_and_reports(in_flight):
+    pipeline, completed = run_pipeline(FlakyBackend(fail_wait_at=2, in_flight=in_flight), 20)
     assert sorted(completed) == list(range(20))
     assert "device exploded" in str(pipeline.failure)
     assert completed[4] is None
 
 
-def test_completion_callback_failure_does_not_hang():
-    backend = FlakyBackend()
+def test_one_batch_in_flight_completes_on_the_dispatcher_thread():
+    threads: set[str] = set()
+    backend = FlakyBackend(in_flight=1)
+    batcher = DynamicBatcher(max_batch=4, timeout_s=0.0)
+    pipeline = BatchPipeline(backend, batcher.get, np.asarray,
+                             lambda ids, top1: threads.add(threading.current_thread().name), name="p")
+    pipeline.start()
+    batcher.put(list(range(12)), list(range(12)))
+    batcher.close()
+    pipeline.join(timeout=10)
+    assert threads == {"p-dispatch"} and pipeline.batches_run == 3 and not pipeline.alive
+
+
+@IN_FLIGHT
+def test_completion_callback_failure_does_not_hang(in_flight):
+    backend = FlakyBackend(in_flight=in_flight)
     batcher = DynamicBatcher(max_batch=4, timeout_s=0.0)
 
     def on_complete(ids, top1):
