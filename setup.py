@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
+        include=["plumbing", "plumbing.*", "harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
                  "audit", "audit.*"]
     ),
     package_data={"scenarios": ["*.yaml", "profiles/*.yaml"], "harness": ["templates/*.j2"]},

@@ -4,7 +4,7 @@ submission rules, reading LoadGen's detail logs (`:::MLLOG` lines), not just sum
     python -m audit.check OUT [--strict]
 
 Every finding names its rule and the file it is about; any FAIL makes the exit status 5
-(harness/errors.py EXIT_CODES, the same table for every deepgap command).
+(plumbing/errors.py EXIT_CODES, the same table for every deepgap command).
 Strict mode (600 s minimum duration, 24576 Offline samples, 662 MultiStream queries,
 performance sample count >= 1024, an accuracy verdict) is the default for a result made
 with the submission profile, and `--strict` forces it. A quick-profile rehearsal is
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from audit.findings import PERF, CheckReport, Finding, ScenarioCheck, no_audit_config, no_loadgen_errors
 from audit.verdict_rules import rule_accuracy, rule_compliance
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.loadgen_log import Detail
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,10 @@ def report_fields(report: CheckReport) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from harness import logs
-    from harness.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, guarded
-    from harness.errors import AUDIT_FAILED_EXIT, OK_EXIT, exit_code_epilog
-    from harness.jsonsummary import SummaryTarget
+    from plumbing import logs
+    from plumbing.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, guarded
+    from plumbing.errors import AUDIT_FAILED_EXIT, OK_EXIT, exit_code_epilog
+    from plumbing.json_summary import SummaryTarget
 
     parser = OneLineParser(prog="python -m audit.check", formatter_class=DefaultsHelpFormatter,
                            epilog=exit_code_epilog(),

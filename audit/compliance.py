@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.test01_baseline import EXPECTED_FILE, Expected, Part3, evaluate
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 from harness.loadgen_log import Detail, deduplicate_by_qsl_idx, parse_accuracy_log, parse_detail
 
 PASS_LINE, FAIL_LINE = "TEST PASS", "TEST FAIL"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.compliance import audit_applied
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 from harness.loadgen_log import Detail, parse_detail
 
 RELAXED_NOTE = ("min duration (600 s), min query/sample count and performance sample count (1024) "

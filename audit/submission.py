@@ -24,8 +24,8 @@ from audit.compliance import (OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceT
 from audit.test01_baseline import EXPECTED_FILE, expected_classes
 from harness.accuracy import AccuracyResult, predictions_from_log
 from harness.config import CliRequest, RunConfig, resolve
-from harness.errors import OutputError
-from harness.files import folder_lock
+from plumbing.errors import OutputError
+from plumbing.files import folder_lock
 from harness.results import (ResultPaths, check_outputs, forget_run, holds_result, refuse_existing,
                              update_measurements)
 from harness.loadgen_log import parse_detail

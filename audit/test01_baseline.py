@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.accuracy import FP32_FRACTION, AccuracyResult, predictions_from_log, score
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 
 if TYPE_CHECKING:
     from harness.config import RunConfig

@@ -10,7 +10,7 @@ from audit.compliance import OPTIONAL_TESTS, TEST01, TESTS, ComplianceTest, audi
 from audit.findings import PERF, ScenarioCheck, no_audit_config, no_loadgen_errors
 from audit.test01_baseline import ACCURACY_DIR, LOG_NAME, Part3, judge_files, read_figure
 from harness.accuracy import AccuracyResult, no_verdict_reason
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 from harness.loadgen_log import Detail, parse_accuracy_log
 
 

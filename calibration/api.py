@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.files import file_sha256
+from plumbing.files import file_sha256
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.cache import CalibrationCache, load_or_build
 from calibration.rules import check_calibration_list
@@ -26,7 +26,7 @@ from calibration.subset import (
     imagenet_subset,
     synthetic_subset,
 )
-from harness.errors import BackendError, ConfigError
+from plumbing.errors import BackendError, ConfigError
 from sut.backends.base import MODELS, ModelSpec
 from sut.data import DEFAULT_SYNTHETIC_SEED
 

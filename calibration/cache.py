@@ -18,14 +18,12 @@ engines) can include it in their own keys.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,8 @@ import numpy as np
 
 from calibration.algorithms import scale_from_amax
 from calibration.collect import CalibrationStats, WeightScales
-from harness.errors import OutputError
+from plumbing.errors import OutputError, one_line
+from plumbing.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -188,22 +187,11 @@ def write_cache(cache: CalibrationCache, path: Path) -> None:
     """Write atomically: a reader (or a crash) never leaves a half-written cache."""
     text = render_json(cache.to_json())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            os.chmod(tmp, _FILE_MODE)  # whatever the umask: a cache is meant to be shared
     except OSError as exc:
-        raise OutputError(f"cannot write calibration cache {path}: {_one_line(exc)}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        # mkstemp creates files private to their owner; a cache is meant to be shared.
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write calibration cache {path}: {_one_line(exc)}") from exc
-        raise
+        raise OutputError(f"cannot write calibration cache {path}: {one_line(exc)}") from exc
 
 
 def render_json(data: dict[str, Any]) -> str:
@@ -272,7 +260,7 @@ def _reusable(key: dict[str, Any], path: Path) -> tuple[CalibrationCache | None,
         change = f"format_version: {exc.found} -> {FORMAT_VERSION}"
         return None, logging.INFO, f"calibration cache stale ({change}); rebuilding {path}"
     except (OSError, CacheFormatError) as exc:
-        return None, logging.WARNING, f"calibration cache {path} is unreadable ({_one_line(exc)}); rebuilding"
+        return None, logging.WARNING, f"calibration cache {path} is unreadable ({one_line(exc)}); rebuilding"
     changes = key_changes(cached.key, key)
     if changes:
         return None, logging.INFO, f"calibration cache stale ({'; '.join(changes)}); rebuilding {path}"
@@ -311,7 +299,3 @@ def _field_order(*flats: dict[str, Any]) -> Callable[[str], tuple[int, str]]:
 def _short(value: Any, limit: int = 24) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -20,7 +20,7 @@ from calibration.api import (
 )
 from calibration.collect import ALGORITHMS, DEFAULT_BATCH_SIZE
 from calibration.subset import DEFAULT_COUNT
-from harness.argtypes import OneLineParser, float_in, int_at_least
+from plumbing.argtypes import OneLineParser, float_in, int_at_least
 from sut.backends.base import MODELS, ModelSpec
 
 PROG = "calibration"
@@ -85,7 +85,7 @@ def summary(result: CalibrationResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.cli import guarded
+    from plumbing.argtypes import guarded
 
     def body() -> int:
         args = build_parser().parse_args(argv)
@@ -111,6 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
-    from harness import logs  # deepgap's one logging setup; calibration's own progress lines stay on screen
+    from plumbing import logs  # deepgap's one logging setup; calibration's own progress lines stay on screen
 
     logs.setup(verbose=verbose, quiet=quiet, shown=("calibration",))

@@ -27,7 +27,7 @@ from calibration.algorithms import (
     weight_scales_per_channel,
 )
 from calibration.subset import CalibrationSubset
-from harness.errors import BackendError, ConfigError
+from plumbing.errors import BackendError, ConfigError, one_line
 from sut.onnx_precision import targets_of
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def collect_statistics(
     try:
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ... for unreadable files
-        raise BackendError(f"calibration: cannot load {onnx_path}: {_one_line(exc)}") from exc
+        raise BackendError(f"calibration: cannot load {onnx_path}: {one_line(exc)}") from exc
     targets = targets_of(model.graph, f"calibration: {Path(onnx_path).name}")
     input_name = _data_input(model, onnx_path)
     tensors = list(targets.tensors)
@@ -193,14 +193,14 @@ def _session_runner(
             probed.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise BackendError(f"calibration: onnxruntime could not load the graph: {_one_line(exc)}") from exc
+        raise BackendError(f"calibration: onnxruntime could not load the graph: {one_line(exc)}") from exc
     outputs = [name for name in tensors if name != input_name]
 
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         try:
             values = session.run(outputs, {input_name: batch})
         except Exception as exc:
-            raise BackendError(f"calibration: onnxruntime failed on a batch: {_one_line(exc)}") from exc
+            raise BackendError(f"calibration: onnxruntime failed on a batch: {one_line(exc)}") from exc
         result = dict(zip(outputs, values))
         if input_name in tensors:
             result[input_name] = batch
@@ -216,7 +216,3 @@ def _check_finite(collectors: dict[str, HistogramCollector]) -> None:
                 f"calibration: tensor {name} holds non-finite values (max |x| = {collector.amax}); "
                 "the FP32 model overflows on the calibration images"
             )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

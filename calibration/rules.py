@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 
 
 def check_calibration_list(dataset: str, calibration_list: Path | None, must_exist: bool = False) -> None:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.files import file_sha256
-from harness.errors import ConfigError, DatasetError
+from plumbing.files import file_sha256
+from plumbing.errors import ConfigError, DatasetError, one_line
 from sut.data import DEFAULT_SYNTHETIC_SEED, Dataset, SyntheticDataset
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def _read_list(list_path: Path) -> list[str]:
     try:
         text = list_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"calibration list {list_path}: cannot read ({_one_line(exc)})") from exc
+        raise DatasetError(f"calibration list {list_path}: cannot read ({one_line(exc)})") from exc
     names: list[str] = []
     seen: set[str] = set()
     for lineno, line in enumerate(text.split("\n"), start=1):
@@ -343,8 +343,4 @@ def _sha256(path: Path) -> str:
     try:
         return file_sha256(path)
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({_one_line(exc)})") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+        raise DatasetError(f"{path}: cannot read ({one_line(exc)})") from exc

@@ -31,7 +31,7 @@ import numpy as np
 
 from harness.config import CliRequest, RunConfig, resolve
 from harness.curves import latency_bound_qps, spread
-from harness.errors import DeepgapError
+from plumbing.errors import DeepgapError
 from harness.runner import execute, load_backend, make_dataset
 from sut.backends.base import Backend
 from sut.compiling import COMPILE_MODES

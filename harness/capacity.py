@@ -29,7 +29,7 @@ from typing import Sequence
 
 from harness.capacity_evidence import LoadEvidence, Provenance, at_load, loads_of, point_evidence, provenance
 from harness.constraints import Metric, Slo
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.refdata import Price, PriceTable, Published, PublishedTable, shown_path
 from harness.studies import Point, SloSearch, Study
 

@@ -11,11 +11,11 @@ import logging
 import sys
 from typing import Sequence
 
-from harness import logs
-from harness.argtypes import guarded
+from plumbing import logs
+from plumbing.argtypes import guarded
 from harness.config import CliRequest
-from harness.errors import ACCURACY_FAILED_EXIT, AUDIT_FAILED_EXIT, OK_EXIT
-from harness.jsonsummary import SummaryTarget
+from plumbing.errors import ACCURACY_FAILED_EXIT, AUDIT_FAILED_EXIT, OK_EXIT
+from plumbing.json_summary import SummaryTarget
 from harness.run_flags import build_parser, command_for, request_from_args
 
 __all__ = ["ACCURACY_FAILED_EXIT", "AUDIT_FAILED_EXIT", "build_parser", "command_for", "guarded", "main",

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness import verdict
-from harness.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, run_report_cli
+from plumbing.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, run_report_cli
 from harness.comparison import ComparisonReport
 from harness.document import Report
-from harness.errors import ConfigError, OutputError, exit_code_epilog
+from plumbing.errors import ConfigError, OutputError, exit_code_epilog
 from harness.refdata import PUBLISHED_FILE, load_published
 from harness.render import CSV_DIR, write_report
 from harness.studies import Study, load_studies

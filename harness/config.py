@@ -18,7 +18,7 @@ from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.rules import check_calibration_list
 from harness.device import DeviceChoice, resolve_device
 from harness import limits
-from harness.errors import BackendError, ConfigError, DeviceError
+from plumbing.errors import BackendError, ConfigError, DeviceError
 from harness.userconf import UserConf, key_rule, to_attr_value
 from scenarios.profiles import load_run_profile
 from sut.backends.base import MODELS, PRECISIONS, ModelSpec

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 
 # Latency percentiles each study run records (run["latency_ms"] keys).
 RECORDED_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}

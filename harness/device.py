@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.errors import DeviceError
+from plumbing.errors import DeviceError
 from scenarios.profiles import GpuProfile, load_gpu_profile, profile_names
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness.config import RunConfig, model_spec
-from harness.errors import DeepgapError
+from plumbing.errors import DeepgapError
 from harness.gate import GateVerdict, check_figures, judge
 from sut.backends import create_backend
 from sut.backends.base import BackendOptions, ModelSpec

@@ -10,57 +10,11 @@ Every summary has "schema", "command" and "exit_code"; one whose command failed 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from harness.errors import ACCURACY_FAILED_EXIT, INVALID_RESULT_EXIT, OK_EXIT, RUN_FAILED_EXIT
-from harness.files import write_atomic
-from harness.logs import LOG_FILE
-
-SUMMARY_SCHEMA = "deepgap.summary/1"
-
-
-class SummaryTarget:
-    """Where --json goes (None: nowhere) and where the human-readable output goes then:
-    stderr when the summary takes stdout, so that stdout is the JSON alone."""
-
-    def __init__(self, command: str, target: str | None = None) -> None:
-        self.command = command
-        self.target = target
-        self.written = False
-
-    @property
-    def screen(self) -> TextIO:
-        return sys.stderr if self.target == "-" else sys.stdout
-
-    def write(self, exit_code: int, fields: dict[str, Any]) -> None:
-        if self.target is None:
-            return
-        self.written = True
-        text = json.dumps({"schema": SUMMARY_SCHEMA, "command": self.command, "exit_code": exit_code, **fields},
-                          indent=2, default=str) + "\n"
-        if self.target == "-":
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            return
-        try:
-            write_atomic(Path(self.target), text)
-        except OSError as exc:
-            from harness.errors import OutputError
-
-            raise OutputError(f"cannot write the --json summary {self.target}: {exc.strerror or exc}") from None
-
-    def failed(self, exit_code: int, message: str) -> None:
-        """The summary of a command that stopped with an error, unless one that says more
-        was written (a sweep's saved points); never raises (the error is already on stderr)."""
-        if self.written:
-            return
-        try:
-            self.write(exit_code, {"error": message})
-        except Exception as exc:  # noqa: BLE001 - reporting a failure must not mask it
-            print(f"{self.command}: cannot write the --json summary: {exc}", file=sys.stderr)
-
+from plumbing.errors import ACCURACY_FAILED_EXIT, INVALID_RESULT_EXIT, OK_EXIT, RUN_FAILED_EXIT
+from plumbing.logs import LOG_FILE
 
 # ---- a run --------------------------------------------------------------------------------
 
@@ -116,7 +70,7 @@ def run_fields(result: dict[str, Any]) -> dict[str, Any]:
 def saved_run(measurements: Path, section: tuple[str, str]) -> dict[str, Any]:
     """One run's record in a saved measurements.json (section: ("runs", mode) or
     ("compliance", test))."""
-    from harness.errors import OutputError
+    from plumbing.errors import OutputError
     from harness.results import load_measurements
 
     key, name = section

@@ -12,14 +12,27 @@ import logging
 import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.system import usable_cpus
 from sut.settings import schedule_size, setting
 
-if TYPE_CHECKING:
-    from harness.config import RunConfig
+
+
+class SizedRun(Protocol):
+    """What the checks read of a resolved run (harness.config.RunConfig), named here so that
+    this module, which config's resolve() calls, does not import config back."""
+
+    backend: str
+    device: Any  # harness.device.DeviceChoice
+    knobs: dict[str, Any]
+    loadgen: dict[str, Any]
+    provenance: dict[str, str]
+    request: Any  # harness.config.CliRequest
+
+    @property
+    def scenario(self) -> str: ...
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +169,7 @@ def dataset_count_hint(request: Any) -> int | None:
     return DEFAULT_SYNTHETIC_COUNT if request.dataset == "synthetic" else None
 
 
-def schedule_need(config: RunConfig, dataset_count: int | None) -> Need | None:
+def schedule_need(config: SizedRun, dataset_count: int | None) -> Need | None:
     """LoadGen's schedule; None for an accuracy run over a dataset of unknown size."""
     scenario, values, source = config.scenario, config.loadgen, config.provenance
     accuracy = config.request.mode == "accuracy"
@@ -181,7 +194,7 @@ def schedule_need(config: RunConfig, dataset_count: int | None) -> Need | None:
                 nbytes, "host")
 
 
-def run_needs(config: RunConfig, dataset_count: int | None) -> list[Need]:
+def run_needs(config: SizedRun, dataset_count: int | None) -> list[Need]:
     """What a run allocates that its settings size, at least (activations come on top)."""
     r, knobs = config.request, config.knobs
     per_sample = sample_bytes(r.image_size)
@@ -208,7 +221,7 @@ def run_needs(config: RunConfig, dataset_count: int | None) -> list[Need]:
     return needs
 
 
-def check_fits(config: RunConfig, dataset_count: int | None, host: Memory | None = None,
+def check_fits(config: SizedRun, dataset_count: int | None, host: Memory | None = None,
                device: Memory | None = None) -> None:
     """Refuse a run whose sized allocations exceed MEMORY_SHARE of what is available."""
     host = host or available_memory()
@@ -226,7 +239,7 @@ def check_fits(config: RunConfig, dataset_count: int | None, host: Memory | None
             f"largest part: {largest.what}: {_size(largest.nbytes)}")
 
 
-def schedule_room(config: RunConfig, dataset_count: int | None, host: Memory) -> int:
+def schedule_room(config: SizedRun, dataset_count: int | None, host: Memory) -> int:
     """Bytes LoadGen's schedule may take of `host`'s budget, after the run's other host needs."""
     others = sum(n.nbytes for n in run_needs(config, dataset_count) if n.where == "host" and n.kind != "schedule")
     return max(0, host.budget - others)

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 
 PathLike = str | os.PathLike[str]
 

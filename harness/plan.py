@@ -13,22 +13,21 @@ import argparse
 import csv
 import datetime as dt
 import io
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import jinja2
 
-from harness.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
+from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
                               fraction, int_at_least, positive_float, run_report_cli)
 from harness.capacity import HOURS_PER_MONTH, RANK_METRICS, Plan, PlanOption, PlanRequest, make_plan
 from harness.capacity_evidence import seconds
 from harness.constraints import parse_slo
 from harness.document import ABSENT, num
-from harness.errors import ConfigError, OutputError, exit_code_epilog
+from plumbing.errors import ConfigError, OutputError, exit_code_epilog
+from plumbing.files import write_atomic
 from harness.refdata import PRICES_FILE, PUBLISHED_FILE, load_prices, load_published, shown_path
 from harness.studies import load_studies
 
@@ -212,14 +211,7 @@ def write_csv(plan: Plan, directory: Path, overwrite: bool) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for table in written:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{table.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", newline="") as handle:
-                    handle.write(table.csv_text())
-                os.replace(tmp, directory / f"{table.name}.csv")
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(directory / f"{table.name}.csv", table.csv_text())
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write the CSV files ({exc.strerror or exc})") from None
 

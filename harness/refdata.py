@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import yaml
 
 import scenarios
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 
 # The data files ship inside the scenarios package (package_data), beside the GPU profiles.
 DATA_DIR = Path(scenarios.__file__).resolve().parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.errors import INVALID_RESULT_EXIT
-from harness.logs import LOG_FILE
+from plumbing.errors import INVALID_RESULT_EXIT
+from plumbing.logs import LOG_FILE
 
 _HEADLINE_UNITS = {
     "Samples per second": ("samples/s", 1.0),

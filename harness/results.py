@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import OutputError
-from harness.files import folder_lock, write_atomic
+from plumbing.errors import OutputError
+from plumbing.files import folder_lock, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from calibration.api import CalibrationResult
 from harness import __version__
 from harness.accuracy import AccuracyResult, score_run
 from harness.config import RunConfig, model_spec, resolve
-from harness.errors import ConfigError, OutputError, RunFailed
+from plumbing.errors import ConfigError, OutputError, RunFailed
 from harness.loadgen_log import Summary, parse_detail, parse_summary
-from harness.logs import LOG_FILE, run_log
+from plumbing.logs import LOG_FILE, run_log
 from harness.power import open_meter, with_efficiency
 from harness.progress import Progress
 from harness.results import (ResultPaths, RunFolder, record_run, remove_empty_loadgen_files, write_json_atomic,
@@ -154,7 +154,7 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
     final = ResultPaths(Path(r.output), config.system_name, r.model, r.scenario, r.mode,
                         compliance.test if compliance else None)
     # Locked and checked before anything is measured; written beside the earlier result,
-    # with the run's log lines (harness/logs.py) in its own folder.
+    # with the run's log lines (plumbing/logs.py) in its own folder.
     with RunFolder(final, r.overwrite) as folder, run_log(folder.staged.run_dir / LOG_FILE):
         paths = folder.staged
         audit_config = compliance.audit_config if compliance else _no_audit_config(paths)

@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 
 _SLO = re.compile(r"^p(?P<pct>\d+(?:\.\d+)?):(?P<value>\d+(?:\.\d+)?)(?P<unit>us|ms|s)$")
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import StudyError
+from plumbing.errors import StudyError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.config import CliRequest
 from harness.curves import DEFAULT_LADDER, knee, peak, spread
-from harness.errors import ConfigError, OutputError
+from plumbing.errors import ConfigError, OutputError
 from harness.results import write_json_atomic
 from harness.slo import MLPERF_SLO, Slo
 from sut.settings import SCENARIOS

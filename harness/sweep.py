@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness import logs
-from harness.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
+from plumbing import logs
+from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
                               int_at_least)
 from harness.config import BACKENDS, COMPILE_DEFAULT_RULE, DEFAULT_BACKEND_RULE, CliRequest, choose_backend
 from harness.curves import DEFAULT_LADDER
 from harness.device import resolve_device
-from harness.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
+from plumbing.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
 from harness.slo import parse_slo
 from harness.study import DEFAULT_BATCH_SIZES, StudyPlan
 from harness.sweeper import Sweep, estimated_seconds, in_sweep_words, planned_runs
@@ -125,8 +125,9 @@ def plan_from_args(args: Any) -> StudyPlan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.argtypes import guarded
-    from harness.jsonsummary import SummaryTarget, study_fields
+    from plumbing.argtypes import guarded
+    from harness.jsonsummary import study_fields
+    from plumbing.json_summary import SummaryTarget
 
     argv = list(sys.argv[1:] if argv is None else argv)
     summary = SummaryTarget("sweep")

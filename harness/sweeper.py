@@ -28,11 +28,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import limits, logs
+from harness import limits
+from plumbing import logs
 from harness.config import RunConfig, resolve
 from harness.curves import ladder, spread
-from harness.errors import BackendError, DeepgapError, OutputError, RunFailed
-from harness.files import folder_lock
+from plumbing.errors import BackendError, DeepgapError, OutputError, RunFailed
+from plumbing.files import folder_lock
 from harness.loadgen_log import parse_detail, parse_summary
 from harness.results import LOADGEN_FILES, ResultPaths, load_measurements
 from harness.gating import GateFailed

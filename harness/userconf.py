@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from sut.backends.base import MODELS
 from sut.settings import SCENARIOS, setting_problem
 

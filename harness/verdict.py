@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.studies import PlanInfo, SloSearch, Stat, Study
 
 MLPERF_SLO = (99.0, 15.0)

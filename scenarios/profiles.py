@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from sut.settings import SCENARIOS, SETTING_TYPES, setting_problem
 
 PROFILE_DIR = Path(__file__).parent / "profiles"

@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from harness.errors import BackendError
-from harness.files import write_atomic
+from plumbing.errors import BackendError, first_line
+from plumbing.files import write_atomic
 from sut.onnx_export import cache_root
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,7 @@ def compile_network(torch: Any, net: Any, mode: str, label: str, examples: Seque
         if examples and examples[0].is_cuda:
             torch.cuda.synchronize(examples[0].device)
     except Exception as exc:  # Dynamo, Inductor and Triton raise many types; all end the same way
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompileFailed(f"torch.compile ({mode}) failed for {label}: {type(exc).__name__}: {first[:300]}; "
+        raise CompileFailed(f"torch.compile ({mode}) failed for {label}: {type(exc).__name__}: {first_line(exc)[:300]}; "
                             "--compile none runs it eagerly") from exc
     seconds = time.perf_counter() - started
     after = counters["inductor"]

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.errors import BackendError
+from plumbing.errors import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import DatasetError
+from plumbing.errors import DatasetError
 from sut.data import normalize_uint8_hwc
 
 SPLITS = ("all", "train", "check")

@@ -30,8 +30,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from harness.errors import BackendError, ConfigError
-from harness.files import atomic_path
+from plumbing.errors import BackendError, ConfigError
+from plumbing.files import atomic_path
 from sut.backends.base import MODELS, ModelSpec
 from sut.digits import NUM_CLASSES, DigitsDataset
 from sut.onnx_export import cache_root

@@ -31,8 +31,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image, ImageOps
 
-from harness.errors import DatasetError
-from harness.files import atomic_path
+from plumbing.errors import DatasetError, one_line
+from plumbing.files import atomic_path
 from sut.data import normalize_uint8_hwc
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class ImageNetDataset:
             return None
         except _NPY_ERRORS as exc:
             log.warning(
-                "imagenet: regenerating unreadable cache file %s (%s)", path, _one_line(exc)
+                "imagenet: regenerating unreadable cache file %s (%s)", path, one_line(exc)
             )
             return None
         expected = (self.image_size, self.image_size, 3)
@@ -241,7 +241,7 @@ def _read_rgb(path: Path) -> Image.Image:
             # Grayscale, CMYK, palette and RGBA files all become plain RGB, as with cv2.
             return image.convert("RGB")
     except _IMAGE_ERRORS as exc:
-        raise DatasetError(f"{path}: cannot read image ({_one_line(exc)})") from exc
+        raise DatasetError(f"{path}: cannot read image ({one_line(exc)})") from exc
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -279,7 +279,7 @@ def _parse_map(map_path: Path) -> list[tuple[str, int]]:
     try:
         text = map_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{map_path}: cannot read ({_one_line(exc)})") from exc
+        raise DatasetError(f"{map_path}: cannot read ({one_line(exc)})") from exc
     entries: list[tuple[str, int]] = []
     first_line: dict[str, int] = {}
     # split("\n") rather than splitlines(), which also breaks on form feeds and other
@@ -392,7 +392,7 @@ def _write_atomic(path: Path, array: np.ndarray) -> None:
 
 def _cache_write_error(path: Path, exc: OSError) -> DatasetError:
     return DatasetError(
-        f"cannot write cache file {path} ({_one_line(exc)}); "
+        f"cannot write cache file {path} ({one_line(exc)}); "
         f"point {CACHE_ENV} or the cache directory at a writable folder"
     )
 
@@ -403,7 +403,3 @@ def _snippet(text: str) -> str:
     if len(text) > _SNIPPET_CHARS:
         text = text[:_SNIPPET_CHARS] + "..."
     return repr(text)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import BackendError, ConfigError
+from plumbing.errors import BackendError, ConfigError, first_line
 from sut.backends.base import MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -94,5 +94,4 @@ def _load_state_dict(model, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"--weights {path}: does not fit this model ({first})") from exc
+        raise ConfigError(f"--weights {path}: does not fit this model ({first_line(exc)})") from exc

@@ -21,8 +21,8 @@ import os
 import warnings
 from pathlib import Path
 
-from harness.errors import BackendError, ConfigError
-from harness.files import atomic_path, digest_matches, digest_path, file_sha256, write_digest
+from plumbing.errors import BackendError, ConfigError
+from plumbing.files import atomic_path, digest_matches, digest_path, file_sha256, write_digest
 from sut.backends.base import ModelSpec
 
 log = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.errors import BackendError, ConfigError
-from harness.files import atomic_path
+from plumbing.errors import BackendError, ConfigError, first_line
+from plumbing.files import atomic_path
 from sut.cpu_isa import INT8_MAX, REDUCED_WEIGHT_MAX
 
 log = logging.getLogger(__name__)
@@ -585,7 +585,7 @@ def _load(path: Path, external_data: bool = True) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=external_data)
     except Exception as exc:
-        raise BackendError(f"cannot read ONNX model {path}: {_first_line(exc)}") from exc
+        raise BackendError(f"cannot read ONNX model {path}: {first_line(exc)}") from exc
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -619,7 +619,7 @@ def _ensure_opset(model: onnx.ModelProto, minimum: int, path: Path) -> None:
     except Exception as exc:
         raise BackendError(
             f"{path.name}: opset {versions[0]} cannot be converted to {minimum} for "
-            f"per-channel Q/DQ: {_first_line(exc)}"
+            f"per-channel Q/DQ: {first_line(exc)}"
         ) from exc
     model.CopyFrom(converted)
 
@@ -629,7 +629,7 @@ def _check(model: onnx.ModelProto, out_path: Path) -> None:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise BackendError(
-            f"converted graph for {out_path.name} fails the ONNX checker: {_first_line(exc)}"
+            f"converted graph for {out_path.name} fails the ONNX checker: {first_line(exc)}"
         ) from exc
 
 
@@ -640,12 +640,8 @@ def _save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
         with atomic_path(out_path) as tmp:
             onnx.save(model, str(tmp))
     except (OSError, ValueError) as exc:
-        raise BackendError(f"cannot write {out_path}: {_first_line(exc)}") from exc
+        raise BackendError(f"cannot write {out_path}: {first_line(exc)}") from exc
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def precision_graph(

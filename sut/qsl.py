@@ -20,7 +20,7 @@ from pathlib import Path
 import mlperf_loadgen as lg
 import numpy as np
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from sut.backends.base import Backend
 from sut.data import Dataset
 from sut.settings import SCENARIOS, build_log_settings, build_test_settings

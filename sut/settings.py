@@ -14,7 +14,7 @@ from typing import Any
 
 import mlperf_loadgen as lg
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 MODES = {"performance": "PerformanceOnly", "accuracy": "AccuracyOnly"}

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import BackendError, ConfigError
-from harness.files import file_sha256  # noqa: F401  (the engine cache keys on the ONNX file's hash)
+from plumbing.errors import BackendError, ConfigError
+from plumbing.files import file_sha256  # noqa: F401  (the engine cache keys on the ONNX file's hash)
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, cache_root
 
 # Bump when anything that shapes a built engine changes outside the key's fields (builder

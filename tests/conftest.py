@@ -68,7 +68,7 @@ def held_elsewhere():
     holders: list[subprocess.Popen] = []
 
     def hold(folder: Path) -> int:
-        code = ("import sys; from harness.files import folder_lock\n"
+        code = ("import sys; from plumbing.files import folder_lock\n"
                 f"with folder_lock({str(folder)!r}):\n    print('held', flush=True); sys.stdin.read()")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from sut.backends.base import Backend, BackendOptions, ModelSpec
 
 _REGISTRY = {

@@ -73,7 +73,7 @@ def staged_rows(rows: np.ndarray, staged: int) -> np.ndarray:
     """`rows` as int64, each a row of the `staged`-row staging buffer. A row outside it
     (-1 for an unstaged sample) would make a CUDA graph's gather read out of bounds, an
     illegal address that kills the CUDA context; it fails the batch instead."""
-    from harness.errors import BackendError
+    from plumbing.errors import BackendError
 
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= staged):
@@ -88,7 +88,7 @@ def tight_loop_rows(batch_size: int, staged: int, max_batch: int | None = None) 
     regardless sent rows past a 96-sample staging buffer into a CUDA graph's gather (a
     device-side assert that killed the process); every backend's tight loop takes its rows
     from here, through the same check as `run_batch`."""
-    from harness.errors import BackendError
+    from plumbing.errors import BackendError
 
     if staged < 1:
         raise BackendError("no staged samples to time (allocate_staging and stage first)")
@@ -132,7 +132,7 @@ class Backend(abc.ABC):
     def logits(self, samples: np.ndarray) -> np.ndarray:
         """float32 logits for float32 NCHW `samples`, through the same network and precision
         as `run_batch` (not necessarily the same graphs): what the accuracy gate compares."""
-        from harness.errors import BackendError
+        from plumbing.errors import BackendError
 
         raise BackendError(f"the {self.name} backend does not expose logits")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import BackendError
+from plumbing.errors import BackendError
 from sut.backends.base import Backend, DonePending, tight_loop_rows
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.errors import BackendError
+from plumbing.errors import BackendError, first_line
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, tight_loop_rows
 from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
 from sut.cpu_isa import AUTO, INT8_CPU_PATHS, INT8_MAX, CpuIsa, Int8CpuPath, choose_int8_cpu_path, detect_cpu_isa
@@ -97,7 +97,7 @@ class OnnxRuntimeBackend(Backend):
             )
         except Exception as exc:
             raise BackendError(
-                f"onnxruntime could not load {self._model_path}: {_first_line(exc)}"
+                f"onnxruntime could not load {self._model_path}: {first_line(exc)}"
             ) from exc
 
         used = list(session.get_providers())
@@ -167,7 +167,7 @@ class OnnxRuntimeBackend(Backend):
                 run(outputs, feed)
             return time.perf_counter() - start
         except Exception as exc:
-            raise BackendError(f"onnxruntime inference failed: {_first_line(exc)}") from exc
+            raise BackendError(f"onnxruntime inference failed: {first_line(exc)}") from exc
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
         except Exception as exc:
-            raise BackendError(f"onnxruntime inference failed: {_first_line(exc)}") from exc
+            raise BackendError(f"onnxruntime inference failed: {first_line(exc)}") from exc
 
     def _require_session(self) -> Any:
         if self._session is None:
@@ -257,8 +257,3 @@ class OnnxRuntimeBackend(Backend):
         if self._staging is None:
             raise BackendError("onnxruntime backend has no staging buffer (allocate_staging)")
         return self._staging
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -64,8 +64,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.errors import BackendError, DeepgapError, DeviceError
-from harness.files import write_atomic
+from plumbing.errors import BackendError, DeepgapError, DeviceError, one_line
+from plumbing.files import write_atomic
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
 from sut.backends.torch_backend import batch_buckets, fill_slot_rows
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -160,7 +160,7 @@ def build_serialized_engine(
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [_one_line(str(parser.get_error(i))) for i in range(parser.num_errors)]
+        errors = [one_line(str(parser.get_error(i))) for i in range(parser.num_errors)]
         raise BackendError(
             f"TensorRT could not parse {onnx_path.name}: "
             + ("; ".join(errors) or logger.recent_errors() or "no parser error reported")
@@ -244,9 +244,6 @@ def _activation_bytes(engine: Any) -> int:
         size = engine.device_memory_size
     return int(size)
 
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def load_or_build_engine(
@@ -383,7 +380,7 @@ class TensorRTBackend(Backend):
         except ImportError as exc:
             raise BackendError(TRT_MISSING) from exc
         except OSError as exc:  # the package is there but NVIDIA's libraries are not
-            raise BackendError(f"TensorRT is installed but failed to load: {_one_line(str(exc))}") from exc
+            raise BackendError(f"TensorRT is installed but failed to load: {one_line(str(exc))}") from exc
         import torch
 
         if not torch.cuda.is_available():
@@ -501,7 +498,7 @@ class TensorRTBackend(Backend):
         except Exception as exc:
             raise BackendError(
                 f"making the {graph_kind} ONNX graph from {fp32_path.name} failed: "
-                f"{_one_line(str(exc)) or type(exc).__name__}"
+                f"{one_line(str(exc)) or type(exc).__name__}"
             ) from exc
 
     def close(self) -> None:
@@ -573,7 +570,7 @@ class TensorRTBackend(Backend):
                 self._make_slots(graphs=True)
                 self._graphs_note = "per batch bucket"
             except Exception as exc:  # capture, or user-managed contexts, not possible here
-                reason = _one_line(str(exc)) or type(exc).__name__
+                reason = one_line(str(exc)) or type(exc).__name__
                 log.warning("tensorrt: CUDA graphs unavailable (%s); running without graphs", reason)
                 self._drop_slots()
                 with contextlib.suppress(Exception):
@@ -588,7 +585,7 @@ class TensorRTBackend(Backend):
             except Exception as exc:
                 self._drop_slots()
                 raise BackendError(
-                    f"tensorrt: setting up execution failed: {_one_line(str(exc)) or type(exc).__name__}"
+                    f"tensorrt: setting up execution failed: {one_line(str(exc)) or type(exc).__name__}"
                 ) from exc
         log.info(
             "tensorrt: %d CUDA slot(s), graphs %s%s",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import BackendError, DeviceError
+from plumbing.errors import BackendError, DeviceError
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
 from sut.compiling import CompileRecord, compile_network, eager_record, release_compiled
 from sut.models import build_model, weights_description

@@ -17,7 +17,7 @@ from audit.compliance import TEST05, read_verdict_file
 from audit.submission import REHEARSAL_GRADE
 from audit.test01_baseline import ACCURACY_DIR_FILES
 from tests.audit.conftest import PART3_SAMPLES, SYSTEM_DIR, CachingBackend, InconsistentBackend, submit, submit_flipping
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 from harness.loadgen_log import parse_detail
 from tests.conftest import cpu_system
 

@@ -131,7 +131,7 @@ def test_reference_is_labels_only_where_the_accuracy_has_signal():
 
 
 def test_a_damaged_reference_file_is_one_clear_error(tmp_path):
-    from harness.errors import OutputError
+    from plumbing.errors import OutputError
 
     (tmp_path / EXPECTED_FILE).write_text('{"kind": "accuracy"}')
     with pytest.raises(OutputError, match="not a TEST01 Part III reference"):

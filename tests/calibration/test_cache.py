@@ -21,7 +21,7 @@ from calibration.cache import (
     write_cache,
 )
 from calibration.collect import CalibrationStats, WeightScales
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 from sut.backends.base import ModelSpec
 
 KEY: dict[str, Any] = {

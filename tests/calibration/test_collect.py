@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from calibration.algorithms import weight_scales_per_channel
 from calibration.collect import CalibrationStats, collect_statistics
 from calibration.subset import CalibrationSubset, synthetic_subset
-from harness.errors import BackendError, ConfigError
+from plumbing.errors import BackendError, ConfigError
 from sut.backends.base import ModelSpec
 from sut.onnx_export import INPUT_NAME, export_onnx
 from sut.onnx_precision import targets_of

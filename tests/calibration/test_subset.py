@@ -19,7 +19,7 @@ from calibration.subset import (
     imagenet_subset,
     synthetic_subset,
 )
-from harness.errors import ConfigError, DatasetError
+from plumbing.errors import ConfigError, DatasetError
 from sut.backends.base import ModelSpec
 from sut.data import DEFAULT_SYNTHETIC_SEED, SyntheticDataset
 from sut.imagenet import VAL_MAP, ImageNetDataset

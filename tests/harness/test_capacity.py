@@ -11,7 +11,7 @@ from harness.capacity import (LoadPower, PlanRequest, capacity_at, devices_neede
                               kwh_per_million, make_plan, power_at, usd_per_million)
 from harness.constraints import Slo, check, parse_slo
 from harness.document import parse_markdown_tables
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.plan import main
 from harness.refdata import load_prices
 from harness.studies import load_study

@@ -44,7 +44,7 @@ def run_cli(args: list[str], cache: Path, timeout: float = 180,
 def assert_finished(proc: subprocess.CompletedProcess) -> None:
     """A run that finished and kept its result: exit 0 when LoadGen called it VALID, 6 when
     INVALID (these tiny runs are not about validity; a busy host may make one too short)."""
-    from harness.errors import INVALID_RESULT_EXIT
+    from plumbing.errors import INVALID_RESULT_EXIT
 
     assert proc.returncode in (0, INVALID_RESULT_EXIT), f"{proc.stdout}\n{proc.stderr}"
     assert ("result: VALID" in proc.stdout) == (proc.returncode == 0), proc.stdout

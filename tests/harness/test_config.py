@@ -13,7 +13,7 @@ import pytest
 from harness import config as config_module
 from harness.config import PERFORMANCE_SET_SETTINGS, CliRequest, choose_backend, performance_set_settings, resolve
 from harness.device import DeviceChoice
-from harness.errors import BackendError, ConfigError, DeepgapError, DeviceError
+from plumbing.errors import BackendError, ConfigError, DeepgapError, DeviceError
 from scenarios.profiles import RunProfile, load_gpu_profile, profile_names
 from tests.conftest import cpu_system
 

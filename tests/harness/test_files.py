@@ -1,4 +1,4 @@
-"""Atomic writes, recorded digests and the folder lock (harness/files.py)."""
+"""Atomic writes, recorded digests and the folder lock (plumbing/files.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import OutputError
-from harness.files import LOCK_FILE, atomic_path, digest_matches, digest_path, folder_lock, write_atomic, write_digest
+from plumbing.errors import OutputError
+from plumbing.files import LOCK_FILE, atomic_path, digest_matches, digest_path, folder_lock, write_atomic, write_digest
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import EXIT_CODES
+from plumbing.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 # (the command line, the module whose build_parser() makes its parser)

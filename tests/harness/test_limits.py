@@ -9,7 +9,7 @@ import pytest
 
 from harness import limits
 from harness.config import CliRequest, resolve
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 
 GIB = 1 << 30
 

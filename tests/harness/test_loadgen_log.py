@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 from harness.loadgen_log import (
     AccuracyEntry,
     decode_int32,

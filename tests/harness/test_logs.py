@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from harness import logs
+from plumbing import logs
 
 
 class Console:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.refdata import load_prices, load_published, period_end
 
 

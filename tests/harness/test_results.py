@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import OutputError
-from harness.files import LOCK_FILE, folder_lock
+from plumbing.errors import OutputError
+from plumbing.files import LOCK_FILE, folder_lock
 from harness.results import (
     INTERRUPTED_MARKER,
     RESULT_SCHEMA_VERSION,
@@ -27,7 +27,7 @@ from harness.results import (
     write_json_atomic,
 )
 from harness.userconf import UserConf, key_rule, KNOWN_KEYS
-from harness.errors import INVALID_RESULT_EXIT
+from plumbing.errors import INVALID_RESULT_EXIT
 from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]

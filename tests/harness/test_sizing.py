@@ -11,7 +11,7 @@ import pytest
 
 from harness import limits
 from harness.config import CliRequest, resolve
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.sizing import OFFLINE_WARMUP_HEADROOM, SIZING_ATTRS, size_run_from_warmup
 from sut.settings import early_stopping_min_queries, mlperf_rules, schedule_size
 
@@ -203,7 +203,7 @@ def test_a_dataset_smaller_than_the_max_batch_runs(tmp_path: Path, scenario: str
                           capture_output=True, text=True, timeout=240)
     # 16 Server queries are too few for LoadGen's early stopping (p99 needs 459): a finished
     # run whose result is INVALID, exit code 6, its result kept.
-    from harness.errors import INVALID_RESULT_EXIT
+    from plumbing.errors import INVALID_RESULT_EXIT
 
     assert proc.returncode == (0 if scenario == "Offline" else INVALID_RESULT_EXIT), proc.stdout + proc.stderr
     measurements = next((tmp_path / "out").rglob("measurements.json"))

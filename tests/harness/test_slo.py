@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.slo import LATENCY, MLPERF_SLO, Attempt, SearchSettings, Slo, failed_rule, parse_slo, search_max_qps
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import StudyError
+from plumbing.errors import StudyError
 from harness.studies import load_studies, load_study
 
 

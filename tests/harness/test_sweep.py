@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import ConfigError, OutputError, RunFailed
+from plumbing.errors import ConfigError, OutputError, RunFailed
 from harness.results import load_measurements
 from harness.runner import load_backend
 from harness.slo import Slo

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.userconf import KNOWN_KEYS, UserConf, key_rule, render
 
 QSL_SEED = 2085463073848966840

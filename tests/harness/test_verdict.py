@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness import verdict
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.studies import PlanInfo, Stat, load_study
 from harness.verdict import Option, Question
 

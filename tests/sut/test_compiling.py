@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import BackendError
+from plumbing.errors import BackendError
 from sut.backends.base import BackendOptions, ModelSpec
 from sut import compiling
 from sut.backends.torch_backend import TorchBackend

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import BackendError
+from plumbing.errors import BackendError
 from sut.cpu_isa import (
     AUTO,
     INT8_CPU_PATHS,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sut.digits_model as digits_model
-from harness.errors import ConfigError, DatasetError
+from plumbing.errors import ConfigError, DatasetError
 from sut.backends.base import ModelSpec
 from sut.data import IMAGENET_MEAN, IMAGENET_STD
 from sut.digits import DEFAULT_CHECK_COUNT, NUM_CLASSES, DigitsDataset, upscale_bilinear

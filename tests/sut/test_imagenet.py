@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 from PIL import Image
 
-from harness.errors import DatasetError
+from plumbing.errors import DatasetError
 from sut.data import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8_hwc
 from sut.imagenet import (
     CACHE_ENV,

@@ -26,7 +26,7 @@ pytest.importorskip("torch")
 
 from onnx import TensorProto, helper, numpy_helper, shape_inference  # noqa: E402
 
-from harness.errors import BackendError, ConfigError  # noqa: E402
+from plumbing.errors import BackendError, ConfigError  # noqa: E402
 from sut.backends.base import ModelSpec  # noqa: E402
 from sut.data import SyntheticDataset  # noqa: E402
 from sut.cpu_isa import REDUCE_RANGE, U8U8, VNNI, Int8CpuPath  # noqa: E402

@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-from harness.errors import BackendError  # noqa: E402
+from plumbing.errors import BackendError  # noqa: E402
 from sut.backends.base import BackendOptions, ModelSpec  # noqa: E402
 from sut.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from sut.data import SyntheticDataset  # noqa: E402

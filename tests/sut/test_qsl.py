@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness.config import resolve
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from harness.runner import execute
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.backends.null_backend import NullBackend

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlperf_loadgen as lg
 import pytest
 
-from harness.errors import ConfigError
+from plumbing.errors import ConfigError
 from sut.settings import (build_log_settings, build_test_settings, early_stopping_min_queries, mlperf_rules,
                           schedule_size, setting_problem)
 

@@ -124,7 +124,7 @@ def test_backend_failure_completes_outstanding_samples_and_leaves_no_threads(tmp
 
 
 def test_failed_run_is_reported_and_recorded(tiny_request, monkeypatch):
-    from harness.errors import RunFailed
+    from plumbing.errors import RunFailed
     from sut.backends import torch_backend
 
     def broken(self, rows):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import BackendError, ConfigError, DeviceError
+from plumbing.errors import BackendError, ConfigError, DeviceError
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.backends.tensorrt_backend import (
     TRT_MISSING,

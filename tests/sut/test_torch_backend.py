@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import BackendError, DeviceError
+from plumbing.errors import BackendError, DeviceError
 from sut.backends.base import BackendOptions, ModelSpec, staged_rows, tight_loop_rows
 from sut.backends.torch_backend import TorchBackend, batch_buckets
 from sut.data import SyntheticDataset

@@ -64,3 +64,18 @@ EXIT_CODES: dict[int, str] = {
 def exit_code_epilog() -> str:
     """The exit-code table as the --help epilog prints it."""
     return "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's multi-line error as the one
+    line a DeepgapError carries), or its type's name where the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def one_line(what: BaseException | str) -> str:
+    """A message with its line breaks and runs of spaces collapsed into single spaces (all
+    of it, where first_line keeps only the start); an exception with no message gives its
+    type's name."""
+    text = " ".join(str(what).split())
+    return text or (type(what).__name__ if isinstance(what, BaseException) else "")

@@ -12,7 +12,7 @@ second process asking for it is refused at once, naming the holder.
 sha256sum's format, so `sha256sum -c` checks it too): a cache is trusted because its
 bytes are the ones written, not because a file of that name exists.
 
-Only the standard library and harness.errors: sut/ uses this module as well.
+Only the standard library and plumbing.errors: sut/ uses this module as well.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.errors import OutputError
+from plumbing.errors import OutputError
 
 DIGEST_SUFFIX = ".sha256"
 LOCK_FILE = ".deepgap.lock"

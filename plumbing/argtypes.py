@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from harness.errors import INTERRUPTED_EXIT, OK_EXIT, ConfigError, DeepgapError
+from plumbing.errors import INTERRUPTED_EXIT, OK_EXIT, ConfigError, DeepgapError
 
 if TYPE_CHECKING:
-    from harness.jsonsummary import SummaryTarget
+    from plumbing.json_summary import SummaryTarget
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -132,8 +132,8 @@ def run_report_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     """A read-only tool's main (plan, compare): parse, set up logging, print the text
     `body` returns and write its summary where --json asks; a DeepgapError is one line on
     stderr and its exit code."""
-    from harness import logs
-    from harness.jsonsummary import SummaryTarget
+    from plumbing import logs
+    from plumbing.json_summary import SummaryTarget
 
     summary = SummaryTarget(command)
 
