@@ -32,6 +32,7 @@ import numpy as np
 from harness.config import CliRequest, RunConfig, resolve
 from harness.curves import latency_bound_qps, spread
 from plumbing.errors import DeepgapError
+from plumbing import logs
 from harness.runner import execute, load_backend, make_dataset
 from sut.backends.base import Backend
 from sut.compiling import COMPILE_MODES
@@ -241,9 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-grid", nargs="*", default=None, metavar="MB:TIMEOUT_US:IN_FLIGHT",
                    help="instead of the full benchmark: Offline, then Server p99 for each batching setting")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("sut").setLevel(logging.WARNING)
-    logging.getLogger("harness.runner").setLevel(logging.WARNING)
+    # deepgap's one logging setup: warnings, and the bench's and the sizing's progress lines
+    logs.setup(shown=(log.name, "harness.sizing"), timestamps=True)
     rows = []
     try:
         for model in args.models:

@@ -18,9 +18,11 @@ from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.rules import check_calibration_list
 from harness.device import DeviceChoice, resolve_device
 from harness import limits
-from plumbing.errors import BackendError, ConfigError, DeviceError
+from plumbing.errors import ConfigError
 from harness.userconf import UserConf, key_rule, to_attr_value
 from scenarios.profiles import load_run_profile
+from harness.backend_choice import choose_backend
+from sut.backends import BACKENDS, backend_info
 from sut.backends.base import MODELS, PRECISIONS, ModelSpec
 from sut.compiling import COMPILE_MODES
 from sut.cpu_isa import AUTO, INT8_CPU_PATHS
@@ -28,7 +30,6 @@ from sut.settings import SCENARIOS, check_settings, mlperf_rules, setting
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "null")
 DATASETS = ("synthetic", "imagenet")
 CALIBRATION_ALGORITHMS = ("entropy", "percentile", "max")
 # Harness knobs before any profile: conservative values that work on any device.
@@ -211,84 +212,12 @@ def model_spec(config: RunConfig) -> ModelSpec:
     return ModelSpec(r.model, r.precision, r.weights, r.seed, r.image_size)
 
 
-def choose_backend(request: CliRequest, device: DeviceChoice) -> str:
-    """The user's --backend, or the best available for the device and precision. Never a
-    silent change of precision: where nothing installed runs it, say what to install."""
-    precision, on_cpu = request.precision, device.device == "cpu"
-    backend = request.backend or default_backend(precision, on_cpu)
-    # Fail here, before any output folder, dataset or log line, rather than at backend load.
-    if backend == "tensorrt":
-        if on_cpu:
-            raise DeviceError("the tensorrt backend needs a CUDA GPU; on the CPU use --backend onnxruntime")
-        if not _installed("tensorrt"):
-            raise BackendError(TENSORRT_MISSING)
-        if precision not in ("fp32", "fp16", "int8"):
-            raise BackendError(f"the tensorrt backend runs fp32, fp16 and int8, not {precision}")
-    if backend == "onnxruntime":
-        if precision not in ("fp32", "int8"):
-            raise BackendError(f"the onnxruntime backend runs fp32 and int8; use --backend torch for {precision}")
-        if not _installed("onnxruntime"):
-            raise BackendError("onnxruntime is not installed: pip install onnxruntime")
-    _check_backend_flags(request, backend, on_cpu)
-    if backend == "torch":
-        if precision == "int8":
-            raise BackendError(
-                "the torch backend has no int8 path; use --backend onnxruntime (CPU) or --backend tensorrt (GPU)"
-            )
-        if on_cpu and precision != "fp32":
-            raise DeviceError(
-                f"--precision {precision} needs a CUDA GPU (this run is on the CPU); "
-                "use --precision fp32 on the CPU"
-            )
-    return backend
-
-
-def _check_backend_flags(request: CliRequest, backend: str, on_cpu: bool) -> None:
-    """Flags that only some backends act on: refused elsewhere rather than silently dropped."""
-    if request.compile not in (None, "none") and backend != "torch":
-        raise ConfigError(f"--compile {request.compile} is torch.compile, which the {backend} backend does not "
-                          "use; drop --compile or use --backend torch")
-    if request.staging is not None and (on_cpu or backend not in ("torch", "tensorrt")):
-        where = "on the CPU" if on_cpu else f"with the {backend} backend"
-        raise ConfigError(f"--staging applies to CUDA runs of the torch and tensorrt backends; {where} the "
-                          "performance set is always in host memory: drop --staging")
-
-
-TENSORRT_MISSING = (
-    "TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer; it downloads "
-    "NVIDIA's libraries from NVIDIA's package index)"
-)
 
 
 # The compile knob's device rule, in words for --help and as its provenance. On the CPU,
 # compiling measured 6-18% faster than eager for the torch backend but costs 14-35 s the
 # first time (BENCHMARKS.md), and onnxruntime is the CPU's default backend: eager stays.
 COMPILE_DEFAULT_RULE = "the torch backend compiles (default mode) on CUDA GPUs, runs eagerly (none) on the CPU"
-
-
-# default_backend's rule in words, for --help (tests/harness/test_help.py holds them together).
-DEFAULT_BACKEND_RULE = ("on the CPU onnxruntime for fp32 and int8 where it is installed, else torch; "
-                        "on CUDA GPUs tensorrt for int8, torch otherwise")
-
-
-def default_backend(precision: str, on_cpu: bool) -> str:
-    """The one rule for the backend a run or a sweep uses when none is named."""
-    if on_cpu:
-        return "onnxruntime" if _installed("onnxruntime") and precision in ("fp32", "int8") else "torch"
-    if precision == "int8":
-        if _installed("tensorrt"):
-            return "tensorrt"
-        raise BackendError(
-            f"no INT8 runtime for CUDA GPUs is installed. {TENSORRT_MISSING}; "
-            "or measure the INT8 CPU baseline with --gpu cpu"
-        )
-    return "torch"
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 class _Layers:
@@ -320,12 +249,12 @@ def resolve(request: CliRequest) -> RunConfig:
 
     knobs = _Layers()
     knobs.apply("built-in default", BUILTIN_KNOBS)
-    if backend == "torch" and device.device != "cpu":
+    if backend_info(backend).compiles and device.device != "cpu":
         knobs.apply(COMPILE_DEFAULT_RULE, {"compile": "default"})
     knobs.apply(profile_name, {k: v for k, v in profile_values.items() if k in BUILTIN_KNOBS})
     cli_knobs = {k: getattr(request, k) for k in BUILTIN_KNOBS}
     knobs.apply("CLI", cli_knobs)
-    if backend != "torch":
+    if not backend_info(backend).compiles:
         knobs.apply(f"the {backend} backend does not compile", {"compile": "none"})
 
     loadgen = _loadgen_layers(request, {k: v for k, v in profile_values.items() if k not in BUILTIN_KNOBS},

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from plumbing.errors import ConfigError
 from harness.system import usable_cpus
+from sut.backends import backend_info
 from sut.settings import schedule_size, setting
 
 
@@ -198,7 +199,7 @@ def run_needs(config: SizedRun, dataset_count: int | None) -> list[Need]:
     """What a run allocates that its settings size, at least (activations come on top)."""
     r, knobs = config.request, config.knobs
     per_sample = sample_bytes(r.image_size)
-    on_device = config.device.device.startswith("cuda") and config.backend in ("torch", "tensorrt")
+    on_device = config.device.device.startswith("cuda") and backend_info(config.backend).device_staging
     override = int(config.loadgen.get("performance_sample_count_override") or 0)
     staged = min(override, dataset_count) if override and dataset_count else (override or dataset_count or 0)
     if r.mode == "accuracy" and dataset_count:

@@ -10,9 +10,10 @@ from pathlib import Path
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag,
                               int_at_least, positive_float)
-from harness.config import (BACKENDS, CALIBRATION_ALGORITHMS, COMPILE_DEFAULT_RULE, DATASETS, DEFAULT_BACKEND_RULE,
-                            CliRequest)
+from harness.backend_choice import DEFAULT_BACKEND_RULE
+from harness.config import CALIBRATION_ALGORITHMS, COMPILE_DEFAULT_RULE, DATASETS, CliRequest
 from plumbing.errors import ConfigError, exit_code_epilog
+from sut.backends import BACKENDS
 from sut.backends.base import MODELS, PRECISIONS
 from sut.compiling import COMPILE_MODES
 from sut.cpu_isa import AUTO, INT8_CPU_PATHS

@@ -33,7 +33,7 @@ from harness.run_flags import command_for
 from harness.sizing import size_run_from_warmup
 from harness.system import describe_system
 from harness.userconf import render as render_user_conf
-from sut.backends import create_backend
+from sut.backends import backend_info, create_backend
 from sut.backends.base import Backend, BackendOptions
 from sut.data import Dataset, SyntheticDataset
 from sut.models import SEEDED_WEIGHTS_NOTE
@@ -214,7 +214,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
     extra: dict[str, Any] = {}
     record: dict[str, Any] = {}
     calibrated_on: CalibratedOn | None = None
-    if config.backend == "null":
+    if not backend_info(config.backend).infers:  # nothing to calibrate or gate
         return {"extra": extra, "record": record}
     if r.precision == "int8":
         kind = "imagenet" if r.dataset == "imagenet" else "synthetic"

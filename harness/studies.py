@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from plumbing.errors import StudyError
+from sut.settings import SCENARIOS
 
 log = logging.getLogger(__name__)
 
 STUDY_SCHEMA = "deepgap.study/1"
 STUDY_FILE = "study.json"
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 _NUMBER = (int, float)
 LEGACY_CPU_NAME = "CPU"  # a CPU system's name before it carried the CPU model
 

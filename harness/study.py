@@ -25,6 +25,7 @@ from harness.curves import DEFAULT_LADDER, knee, peak, spread
 from plumbing.errors import ConfigError, OutputError
 from harness.results import write_json_atomic
 from harness.slo import MLPERF_SLO, Slo
+from sut.backends import backend_info
 from sut.settings import SCENARIOS
 
 SCHEMA = "deepgap.study/1"
@@ -94,7 +95,7 @@ class StudyPlan:
         values.update(overrides)
         if isinstance(values.get("compile"), bool):  # studies before the compile modes: a flag
             values["compile"] = "max-autotune" if values["compile"] else "none"
-        if backend != "torch":
+        if not backend_info(backend).compiles:
             values.pop("compile", None)  # a study's --compile is for its torch runs
         return CliRequest(**values)
 

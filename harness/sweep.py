@@ -1,7 +1,7 @@
 """The sweep's command line: `python -m harness.sweep` (harness/sweeper.py runs the study).
 
 Without --backends each precision gets the backend harness/run.py would choose
-(config.default_backend); --dry-run resolves every group first, refusing in the sweep's own
+(harness.backend_choice.default_backend); --dry-run resolves every group first, refusing in the sweep's own
 flag names what the real run would refuse; --json summarises the saved study.
 """
 
@@ -15,7 +15,9 @@ from typing import Any, Sequence
 from plumbing import logs
 from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
                               int_at_least)
-from harness.config import BACKENDS, COMPILE_DEFAULT_RULE, DEFAULT_BACKEND_RULE, CliRequest, choose_backend
+from harness.backend_choice import DEFAULT_BACKEND_RULE, choose_backend
+from harness.config import COMPILE_DEFAULT_RULE, CliRequest
+from sut.backends import BACKENDS
 from harness.curves import DEFAULT_LADDER
 from harness.device import resolve_device
 from plumbing.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
@@ -89,7 +91,7 @@ def build_parser() -> OneLineParser:
 
 def default_backends(precisions: Sequence[str], gpu: str) -> tuple[str, ...]:
     """The backend harness/run.py would choose for each precision on this device
-    (config.default_backend, through choose_backend and its checks): a study with no
+    (backend_choice.default_backend, through choose_backend and its checks): a study with no
     --backends uses it, so a sweep and a run of the same precision measure the same thing."""
     device = resolve_device(gpu)
     chosen: dict[str, str] = {}

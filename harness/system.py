@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from sut.backends import backend_info
+
 
 def _version(package: str) -> str | None:
     try:
@@ -59,9 +61,9 @@ def cpu_system_label(model: str | None = None, cpus: int | None = None) -> str:
 def backend_label(backend: str, compile_mode: str) -> str:
     """The backend as a system name shows it: a compiled torch network is another software
     stack than the eager one, so its results live under another name."""
-    if backend != "torch" or compile_mode == "none":
+    if compile_mode == "none" or not backend_info(backend).compiles:
         return backend
-    return "torch-inductor" if compile_mode == "default" else f"torch-inductor-{compile_mode}"
+    return f"{backend}-inductor" if compile_mode == "default" else f"{backend}-inductor-{compile_mode}"
 
 
 def system_name(prefix: str, backend: str, precision: str) -> str:

@@ -1,23 +1,70 @@
-"""Backend registry: name -> class, imported lazily so unused runtimes need not be installed."""
+"""Backend registry: one entry per backend, saying what it runs and what it needs.
+
+Each entry is the backend's declaration: the precisions it runs on the CPU and on CUDA
+GPUs, the package it imports and how to install it, and which run options it acts on. The
+configuration builds the CLI's choices, the default-backend rule and its refusals from
+these entries, so adding a backend is its module plus one entry here. The classes are
+imported lazily: a runtime that is not installed is never imported.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from plumbing.errors import ConfigError
 from sut.backends.base import Backend, BackendOptions, ModelSpec
 
-_REGISTRY = {
-    "torch": ("sut.backends.torch_backend", "TorchBackend"),
-    "onnxruntime": ("sut.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
-    "tensorrt": ("sut.backends.tensorrt_backend", "TensorRTBackend"),
-    "null": ("sut.backends.null_backend", "NullBackend"),
-}
+CPU, CUDA = "cpu", "cuda"
+TENSORRT_INSTALL = ("TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer; it downloads "
+                    "NVIDIA's libraries from NVIDIA's package index)")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    module: str
+    class_name: str
+    runs: dict[str, tuple[str, ...]]  # device kind (CPU, CUDA) -> precisions, in the order messages name them
+    package: str | None = None  # the import it needs beyond deepgap's own requirements
+    install: str = ""  # the one-line hint when `package` is missing
+    device_staging: bool = False  # keeps the performance set in GPU memory on CUDA (--staging applies)
+    compiles: bool = False  # acts on --compile (torch.compile)
+    infers: bool = True  # False: answers without inference (no calibration, no accuracy gate)
+
+    def runs_on(self, kind: str, precision: str) -> bool:
+        return precision in self.runs.get(kind, ())
+
+    def precisions(self) -> tuple[str, ...]:
+        """Every precision it runs anywhere, CUDA's order first."""
+        return tuple(dict.fromkeys((*self.runs.get(CUDA, ()), *self.runs.get(CPU, ()))))
+
+
+_ALL = ("fp32", "fp16", "bf16", "int8")
+REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
+    BackendInfo("torch", "sut.backends.torch_backend", "TorchBackend",
+                {CPU: ("fp32",), CUDA: ("fp32", "fp16", "bf16")}, device_staging=True, compiles=True),
+    BackendInfo("onnxruntime", "sut.backends.onnxruntime_backend", "OnnxRuntimeBackend",
+                {CPU: ("fp32", "int8"), CUDA: ("fp32", "int8")}, package="onnxruntime",
+                install="onnxruntime is not installed: pip install onnxruntime"),
+    BackendInfo("tensorrt", "sut.backends.tensorrt_backend", "TensorRTBackend",
+                {CUDA: ("fp32", "fp16", "int8")}, package="tensorrt", install=TENSORRT_INSTALL,
+                device_staging=True),
+    BackendInfo("null", "sut.backends.null_backend", "NullBackend", {CPU: _ALL, CUDA: _ALL}, infers=False),
+)}
+BACKENDS = tuple(REGISTRY)
+# The default backend for a device kind: the first of these that runs the precision there
+# and is installed.
+DEFAULT_ORDER: dict[str, tuple[str, ...]] = {CPU: ("onnxruntime", "torch"), CUDA: ("torch", "tensorrt")}
+
+
+def backend_info(name: str) -> BackendInfo:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def create_backend(name: str, model: ModelSpec, options: BackendOptions) -> Backend:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(_REGISTRY)}")
-    module_name, class_name = _REGISTRY[name]
-    cls = getattr(importlib.import_module(module_name), class_name)
+    info = backend_info(name)
+    cls = getattr(importlib.import_module(info.module), info.class_name)
     return cls(model, options)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness import config as config_module
-from harness.config import PERFORMANCE_SET_SETTINGS, CliRequest, choose_backend, performance_set_settings, resolve
+from harness import backend_choice
+from harness.backend_choice import choose_backend
+from harness.config import PERFORMANCE_SET_SETTINGS, CliRequest, performance_set_settings, resolve
 from harness.device import DeviceChoice
 from plumbing.errors import BackendError, ConfigError, DeepgapError, DeviceError
 from scenarios.profiles import RunProfile, load_gpu_profile, profile_names
@@ -255,7 +257,7 @@ def test_default_backend_on_cpu_fp32_is_onnxruntime() -> None:
 
 
 def test_default_backend_without_onnxruntime_is_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_installed", lambda module: module != "onnxruntime")
+    monkeypatch.setattr(backend_choice, "_installed", lambda module: module != "onnxruntime")
     assert resolve(cpu()).backend == "torch"
 
 
@@ -293,15 +295,14 @@ def test_tensorrt_on_the_cpu_is_refused() -> None:
 
 
 def test_missing_tensorrt_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.config as config_module
     from harness.device import DeviceChoice
     from scenarios.profiles import load_gpu_profile
 
     gpu = DeviceChoice(load_gpu_profile("L4"), "cuda:0", "NVIDIA L4", 1)
-    monkeypatch.setattr(config_module, "_installed", lambda module: module != "tensorrt")
+    monkeypatch.setattr(backend_choice, "_installed", lambda module: module != "tensorrt")
     for request in (CliRequest(precision="int8", gpu="L4"), CliRequest(backend="tensorrt", gpu="L4")):
         with pytest.raises(BackendError) as info:
-            config_module.choose_backend(request, gpu)
+            choose_backend(request, gpu)
         assert "pip install tensorrt" in str(info.value) and "\n" not in str(info.value)
 
 

@@ -285,17 +285,18 @@ def test_dry_run_resolves_every_group_and_refuses_in_the_sweeps_words(tmp_path, 
 
 
 def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
-    """One rule (config.default_backend): a sweep without --backends measures what
+    """One rule (backend_choice.default_backend): a sweep without --backends measures what
     `harness/run.py --precision P` would (the sweep defaulted to torch, the run to onnxruntime)."""
-    from harness import config as config_module
+    from harness import backend_choice
     from harness import sweep as sweep_module
-    from harness.config import CliRequest, choose_backend
+    from harness.backend_choice import choose_backend
+    from harness.config import CliRequest
     from harness.device import DeviceChoice, resolve_device
     from harness.sweep import build_parser, plan_from_args
 
     cpu = resolve_device("cpu")
     cuda = DeviceChoice(cpu.profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)  # no GPU here: the choice only
-    monkeypatch.setattr(config_module, "_installed", lambda module: module in ("onnxruntime", "tensorrt"))
+    monkeypatch.setattr(backend_choice, "_installed", lambda module: module in ("onnxruntime", "tensorrt"))
     for device, precision in ((cpu, "fp32"), (cpu, "int8"), (cuda, "fp16"), (cuda, "int8")):
         monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu, device=device: device)
         run = choose_backend(CliRequest(precision=precision), device)
@@ -306,12 +307,12 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
 
 
 def test_precisions_whose_default_backends_differ_need_backends(monkeypatch, capsys):
-    from harness import config as config_module
+    from harness import backend_choice
     from harness import sweep as sweep_module
     from harness.device import DeviceChoice, resolve_device
 
     cuda = DeviceChoice(resolve_device("cpu").profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)
-    monkeypatch.setattr(config_module, "_installed", lambda module: True)
+    monkeypatch.setattr(backend_choice, "_installed", lambda module: True)
     monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu: cuda)
     assert main(["--study", "unused", "--precisions", "fp16", "int8", "--dry-run"]) == 2
     err = capsys.readouterr().err
