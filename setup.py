@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["plumbing", "plumbing.*", "harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
+        include=["deepgap", "deepgap.*", "plumbing", "plumbing.*", "harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
                  "audit", "audit.*"]
     ),
     package_data={"scenarios": ["*.yaml", "profiles/*.yaml"], "harness": ["templates/*.j2"]},
@@ -37,5 +37,5 @@ setup(
         "tensorrt": ["tensorrt>=10.0"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
     },
-    entry_points={"console_scripts": ["deepgap=harness.cli:main", "deepgap-sweep=harness.sweep:main"]},
+    entry_points={"console_scripts": ["deepgap=deepgap.cli:main", "deepgap-sweep=harness.sweep:main"]},
 )

@@ -1,0 +1,5 @@
+import sys
+
+from deepgap.cli import main
+
+sys.exit(main())
