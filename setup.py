@@ -12,10 +12,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["deepgap", "deepgap.*", "plumbing", "plumbing.*", "harness", "harness.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
+        include=["deepgap", "deepgap.*", "plumbing", "plumbing.*", "harness", "harness.*", "runs", "runs.*", "studies",
+                 "studies.*", "reports", "reports.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
                  "audit", "audit.*"]
     ),
-    package_data={"scenarios": ["*.yaml", "profiles/*.yaml"], "harness": ["templates/*.j2"]},
+    package_data={"scenarios": ["*.yaml", "profiles/*.yaml"], "reports": ["templates/*.j2"]},
     install_requires=[
         "mlcommons-loadgen>=6.0",
         "torch>=2.11",

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from audit.findings import PERF, CheckReport, Finding, ScenarioCheck, no_audit_config, no_loadgen_errors
 from audit.verdict_rules import rule_accuracy, rule_compliance
 from plumbing.errors import ConfigError
-from harness.loadgen_log import Detail
+from runs.loadgen_log import Detail
 
 log = logging.getLogger(__name__)
 

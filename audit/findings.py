@@ -10,7 +10,7 @@ from typing import Any
 
 from audit.compliance import audit_applied
 from plumbing.errors import OutputError
-from harness.loadgen_log import Detail, parse_detail
+from runs.loadgen_log import Detail, parse_detail
 
 RELAXED_NOTE = ("min duration (600 s), min query/sample count and performance sample count (1024) "
                 "rules relaxed; an accuracy verdict not required")

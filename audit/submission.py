@@ -22,15 +22,15 @@ from audit.check import CheckReport, check_scenario
 from audit.compliance import (OPTIONAL_TESTS, TEST01, TEST05, TESTS, ComplianceTest, Verdict, compare_responses,
                               verify, write_verdicts)
 from audit.test01_baseline import EXPECTED_FILE, expected_classes
-from harness.accuracy import AccuracyResult, predictions_from_log
-from harness.config import CliRequest, RunConfig, resolve
+from runs.accuracy import AccuracyResult, predictions_from_log
+from runs.config import CliRequest, RunConfig, resolve
 from plumbing.errors import OutputError
 from plumbing.files import folder_lock
-from harness.results import (ResultPaths, check_outputs, forget_run, holds_result, refuse_existing,
+from runs.results import (ResultPaths, check_outputs, forget_run, holds_result, refuse_existing,
                              update_measurements)
-from harness.loadgen_log import parse_detail
-from harness.runner import ComplianceRun, execute, make_dataset
-from harness.sizing import MEASURED_SOURCE, SIZING_ATTRS
+from runs.loadgen_log import parse_detail
+from runs.runner import ComplianceRun, execute, make_dataset
+from runs.sizing import MEASURED_SOURCE, SIZING_ATTRS
 from sut.backends.base import Backend
 from sut.data import Dataset
 
@@ -88,7 +88,7 @@ class SubmissionOutcome:
 
     def _performance_line(self) -> str:
         """The performance run's verdict, samples/s and p99, from its saved result."""
-        from harness.jsonsummary import run_fields, saved_run
+        from runs.jsonsummary import run_fields, saved_run
 
         fields = run_fields(saved_run(self.scenario_dir / "measurements.json", ("runs", "performance")))
         if fields["result"] is None:

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.accuracy import FP32_FRACTION, AccuracyResult, predictions_from_log, score
+from runs.accuracy import FP32_FRACTION, AccuracyResult, predictions_from_log, score
 from plumbing.errors import OutputError
 
 if TYPE_CHECKING:
-    from harness.config import RunConfig
+    from runs.config import RunConfig
     from sut.data import Dataset
 
 EXPECTED_FILE = "expected_top1.json"  # in TEST01/
@@ -84,8 +84,8 @@ def expected_classes(config: RunConfig, dataset: Dataset, accuracy: AccuracyResu
     labels = dataset.labels()
     if labels is not None and accuracy is not None and accuracy.kind == "accuracy" and accuracy.no_verdict is None:
         return Expected("accuracy", "the dataset's labels", {int(i): int(labels[i]) for i in indices})
-    from harness.accuracy import reference_top1
-    from harness.config import model_spec
+    from runs.accuracy import reference_top1
+    from runs.config import model_spec
 
     if labels is None:
         why = "synthetic data has no labels"

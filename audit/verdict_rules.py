@@ -9,9 +9,9 @@ from typing import Any
 from audit.compliance import OPTIONAL_TESTS, TEST01, TESTS, ComplianceTest, audit_applied, read_verdict_file, verify
 from audit.findings import PERF, ScenarioCheck, no_audit_config, no_loadgen_errors
 from audit.test01_baseline import ACCURACY_DIR, LOG_NAME, Part3, judge_files, read_figure
-from harness.accuracy import AccuracyResult, no_verdict_reason
+from runs.accuracy import AccuracyResult, no_verdict_reason
 from plumbing.errors import OutputError
-from harness.loadgen_log import Detail, parse_accuracy_log
+from runs.loadgen_log import Detail, parse_accuracy_log
 
 
 def rule_accuracy(c: ScenarioCheck) -> None:
@@ -44,7 +44,7 @@ def rule_accuracy(c: ScenarioCheck) -> None:
 
 def _accuracy_verdict(c: ScenarioCheck, figure: dict[str, Any], weights: str | None) -> None:
     """`passed`/`reference_percent`/`threshold_percent` from the accuracy run, where its
-    figures carry signal. The no-signal rule is applied again here (harness.accuracy's, to
+    figures carry signal. The no-signal rule is applied again here (runs.accuracy's, to
     the recorded figures and the run's weights): a PASS on seeded weights or a chance-level
     FP32 reference is refused, whatever was recorded."""
     result = AccuracyResult.from_json(figure)

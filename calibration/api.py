@@ -51,7 +51,7 @@ class CalibrationConfig:
     threads: int | None = None  # ONNX Runtime intra-op threads; None: its default
     # ImageNet: the run's LoadGen performance set, which a seeded subset stays out of (and
     # a list's overlap with it is logged). None: the set a default run of the model uses
-    # (harness.config.performance_set_settings), so `python -m calibration` builds the
+    # (runs.config.performance_set_settings), so `python -m calibration` builds the
     # cache a default run reuses.
     performance_set: PerformanceSetRule | None = None
 
@@ -188,11 +188,15 @@ def make_subset(
 
 
 def default_performance_set(spec: ModelSpec) -> PerformanceSetRule:
-    """The performance set of a default run of `spec`'s model (no user.conf, no flags),
-    resolved by the harness's own settings layers rather than re-derived here."""
-    from harness.config import CliRequest, performance_set_settings
+    """The performance set of a default run of `spec`'s model (no user.conf, no flags): the
+    layers a run resolves (runs.config) reduce to mlperf.conf's rules under the default run
+    profile, for any model; tests/calibration/test_subset.py holds the two together."""
+    from scenarios.profiles import DEFAULT_RUN_PROFILE, load_run_profile
+    from sut.settings import DEFAULT_SCENARIO, PERFORMANCE_SET_SETTINGS, mlperf_rules
 
-    return PerformanceSetRule.from_loadgen(performance_set_settings(CliRequest(model=spec.name)))
+    layers = {**mlperf_rules(DEFAULT_SCENARIO), **load_run_profile(DEFAULT_RUN_PROFILE).settings_for(DEFAULT_SCENARIO)}
+    values = {k: v for k, v in layers.items() if v is not None}
+    return PerformanceSetRule.from_loadgen({k: values[k] for k in PERFORMANCE_SET_SETTINGS if k in values})
 
 
 def cache_key(

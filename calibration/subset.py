@@ -19,7 +19,7 @@ images and may be in the performance set; the list is the rule there. How many a
 computed and logged.
 
 Either way, every run checks what LoadGen actually loaded against the calibration images
-and records the overlap in measurements.json (harness/runner.py).
+and records the overlap in measurements.json (runs/runner.py).
 """
 
 from __future__ import annotations

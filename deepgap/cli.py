@@ -67,7 +67,7 @@ SUBCOMMANDS: dict[str, tuple[Main, str]] = {
 
 
 def usage() -> str:
-    from harness import __version__
+    from plumbing.version import __version__
 
     width = max(map(len, SUBCOMMANDS))
     lines = [f"usage: deepgap SUBCOMMAND [flags]   (deepgap {__version__}; deepgap SUBCOMMAND -h for its flags)", "",
@@ -80,7 +80,7 @@ def usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["--version"], ["-V"]):
-        from harness import __version__
+        from plumbing.version import __version__
 
         print(f"deepgap {__version__}")
         return OK_EXIT

@@ -1,3 +1,7 @@
-"""deepgap: MLPerf LoadGen inference benchmarks for ResNets on GPUs and CPUs."""
+"""deepgap's command-line tools: `python harness/run.py` (one run) and `python -m harness.sweep`,
+`harness.compare`, `harness.plan` and `harness.bench`. They sit on top: runs/, studies/ and
+reports/ below them do the work."""
 
-__version__ = "0.1.0"
+from plumbing.version import __version__
+
+__all__ = ["__version__"]

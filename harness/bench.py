@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import CliRequest, RunConfig, resolve
-from harness.curves import latency_bound_qps, spread
+from runs.config import CliRequest, RunConfig, resolve
+from studies.curves import latency_bound_qps, spread
 from plumbing.errors import DeepgapError
 from plumbing import logs
-from harness.runner import execute, load_backend, make_dataset
+from runs.runner import execute, load_backend, make_dataset
 from sut.backends.base import Backend
 from sut.compiling import COMPILE_MODES
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of the full benchmark: Offline, then Server p99 for each batching setting")
     args = p.parse_args(argv)
     # deepgap's one logging setup: warnings, and the bench's and the sizing's progress lines
-    logs.setup(shown=(log.name, "harness.sizing"), timestamps=True)
+    logs.setup(shown=(log.name, "runs.sizing"), timestamps=True)
     rows = []
     try:
         for model in args.models:

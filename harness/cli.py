@@ -13,10 +13,10 @@ from typing import Sequence
 
 from plumbing import logs
 from plumbing.argtypes import guarded
-from harness.config import CliRequest
+from runs.config import CliRequest
 from plumbing.errors import ACCURACY_FAILED_EXIT, AUDIT_FAILED_EXIT, OK_EXIT
 from plumbing.json_summary import SummaryTarget
-from harness.run_flags import build_parser, command_for, request_from_args
+from runs.run_flags import build_parser, command_for, request_from_args
 
 __all__ = ["ACCURACY_FAILED_EXIT", "AUDIT_FAILED_EXIT", "build_parser", "command_for", "guarded", "main",
            "request_from_args"]
@@ -26,7 +26,7 @@ log = logging.getLogger("deepgap")
 
 def _submission(request: CliRequest, args: argparse.Namespace, summary: SummaryTarget) -> int:
     from audit.submission import run_submission
-    from harness.jsonsummary import submission_fields
+    from runs.jsonsummary import submission_fields
 
     outcome = run_submission(request, show_progress=args.progress, alternate_seeds=args.alternate_seeds)
     code = OK_EXIT if outcome.passed else AUDIT_FAILED_EXIT
@@ -48,10 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.target = args.json
         logs.setup(verbose=args.verbose, quiet=args.quiet)
         request = request_from_args(args)
-        from harness.config import resolve
-        from harness.jsonsummary import exit_code_of, run_fields, run_paths, saved_run
-        from harness.report import render_run
-        from harness.runner import execute
+        from runs.config import resolve
+        from runs.jsonsummary import exit_code_of, run_fields, run_paths, saved_run
+        from reports.run_screen import render_run
+        from runs.runner import execute
 
         if args.mode == "submission":
             return _submission(request, args, summary)

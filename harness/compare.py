@@ -15,15 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness import verdict
+from reports import verdict
 from plumbing.argtypes import DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, run_report_cli
-from harness.comparison import ComparisonReport
-from harness.document import Report
+from reports.comparison import ComparisonReport
+from reports.document import Report
 from plumbing.errors import ConfigError, OutputError, exit_code_epilog
-from harness.refdata import PUBLISHED_FILE, load_published
-from harness.render import CSV_DIR, write_report
-from harness.studies import Study, load_studies
-from harness.summary import summary_section
+from reports.refdata import PUBLISHED_FILE, load_published
+from reports.render import CSV_DIR, write_report
+from reports.studies import Study, load_studies
+from reports.summary import summary_section
 
 log = logging.getLogger(__name__)
 REPORT_FILES = ("report.md", "report.html")

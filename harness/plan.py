@@ -20,18 +20,19 @@ from typing import Any, Sequence
 
 import jinja2
 
+import reports
 from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
                               fraction, int_at_least, positive_float, run_report_cli)
-from harness.capacity import HOURS_PER_MONTH, RANK_METRICS, Plan, PlanOption, PlanRequest, make_plan
-from harness.capacity_evidence import seconds
-from harness.constraints import parse_slo
-from harness.document import ABSENT, num
+from reports.capacity import HOURS_PER_MONTH, RANK_METRICS, Plan, PlanOption, PlanRequest, make_plan
+from reports.capacity_evidence import seconds
+from reports.constraints import parse_slo
+from reports.document import ABSENT, num
 from plumbing.errors import ConfigError, OutputError, exit_code_epilog
 from plumbing.files import write_atomic
-from harness.refdata import PRICES_FILE, PUBLISHED_FILE, load_prices, load_published, shown_path
-from harness.studies import load_studies
+from reports.refdata import PRICES_FILE, PUBLISHED_FILE, load_prices, load_published, shown_path
+from reports.studies import load_studies
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(reports.__file__).resolve().parent / "templates"
 
 
 def _date(text: str) -> dt.date:

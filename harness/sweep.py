@@ -1,7 +1,7 @@
-"""The sweep's command line: `python -m harness.sweep` (harness/sweeper.py runs the study).
+"""The sweep's command line: `python -m harness.sweep` (studies/sweeper.py runs the study).
 
 Without --backends each precision gets the backend harness/run.py would choose
-(harness.backend_choice.default_backend); --dry-run resolves every group first, refusing in the sweep's own
+(runs.backend_choice.default_backend); --dry-run resolves every group first, refusing in the sweep's own
 flag names what the real run would refuse; --json summarises the saved study.
 """
 
@@ -15,15 +15,15 @@ from typing import Any, Sequence
 from plumbing import logs
 from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag, float_in,
                               int_at_least)
-from harness.backend_choice import DEFAULT_BACKEND_RULE, choose_backend
-from harness.config import COMPILE_DEFAULT_RULE, CliRequest
+from runs.backend_choice import DEFAULT_BACKEND_RULE, choose_backend
+from runs.config import COMPILE_DEFAULT_RULE, CliRequest
 from sut.backends import BACKENDS
-from harness.curves import DEFAULT_LADDER
-from harness.device import resolve_device
+from studies.curves import DEFAULT_LADDER
+from runs.device import resolve_device
 from plumbing.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
-from harness.slo import parse_slo
-from harness.study import DEFAULT_BATCH_SIZES, StudyPlan
-from harness.sweeper import Sweep, estimated_seconds, in_sweep_words, planned_runs
+from studies.slo import parse_slo
+from studies.study import DEFAULT_BATCH_SIZES, StudyPlan
+from studies.sweeper import Sweep, estimated_seconds, in_sweep_words, planned_runs
 from sut.backends.base import MODELS, PRECISIONS
 from sut.compiling import COMPILE_MODES
 from sut.settings import SCENARIOS
@@ -128,7 +128,7 @@ def plan_from_args(args: Any) -> StudyPlan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from plumbing.argtypes import guarded
-    from harness.jsonsummary import study_fields
+    from runs.jsonsummary import study_fields
     from plumbing.json_summary import SummaryTarget
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,6 +1,6 @@
 """Where a command's --json summary goes (a file, or - for stdout), and where its
 human-readable output goes then. The summary's fields come from each command (for a run:
-harness/jsonsummary.py); this is only the target, schema deepgap.summary/1."""
+runs/jsonsummary.py); this is only the target, schema deepgap.summary/1."""
 
 from __future__ import annotations
 

@@ -137,6 +137,9 @@ def run_profile_names() -> list[str]:
     return sorted(_read_yaml(RUN_PROFILES_FILE))
 
 
+DEFAULT_RUN_PROFILE = "quick"
+
+
 def load_run_profile(name: str) -> RunProfile:
     data = _read_yaml(RUN_PROFILES_FILE)
     if name not in data:

@@ -17,6 +17,9 @@ import mlperf_loadgen as lg
 from plumbing.errors import ConfigError
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+DEFAULT_SCENARIO = "Offline"
+# With the dataset's size, these choose which samples LoadGen loads for a performance run.
+PERFORMANCE_SET_SETTINGS = ("qsl_rng_seed", "performance_sample_count_override")
 MODES = {"performance": "PerformanceOnly", "accuracy": "AccuracyOnly"}
 # mlperf.conf defines resnet50 only; resnet18 and resnet101 follow its rules.
 RULES_MODEL = "resnet50"

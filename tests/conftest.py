@@ -1,18 +1,21 @@
-"""Shared fixtures: tiny, fast run requests on the CPU."""
+"""Shared fixtures: tiny, fast run requests on the CPU, and the golden studies
+(tests/golden/studies/*/study.json)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness.config import CliRequest
-from harness.system import cpu_system_label, system_name
+from runs.config import CliRequest
+from runs.system import cpu_system_label, system_name
 from sut.imagenet import VAL_MAP
 
 # Small enough that a real LoadGen run with a real network takes about a second on 2 cores.
@@ -80,3 +83,26 @@ def held_elsewhere():
     for proc in holders:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+GOLDEN_STUDIES = Path(__file__).parent / "golden" / "studies"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Callable[[str], Path]:
+    """golden("t4") -> the directory of that golden study."""
+    return lambda name: GOLDEN_STUDIES / name
+
+
+@pytest.fixture
+def edited_study(tmp_path) -> Callable[[str, Callable[[dict[str, Any]], None]], Path]:
+    """edited_study("t4", edit) -> a copy of golden study t4 with `edit` applied to its JSON."""
+    def make(name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
+        data = json.loads((GOLDEN_STUDIES / name / "study.json").read_text())
+        edit(data)
+        directory = tmp_path / f"{name}-edited"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "study.json").write_text(json.dumps(data))
+        return directory
+
+    return make

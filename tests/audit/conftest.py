@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from audit.submission import SubmissionOutcome, run_submission
-from harness.accuracy import reference_top1
-from harness.config import CliRequest, model_spec, resolve
-from harness.runner import backend_options
+from runs.accuracy import reference_top1
+from runs.config import CliRequest, model_spec, resolve
+from runs.runner import backend_options
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec
 from sut.backends.null_backend import NullBackend, checksum_class
 from sut.data import Dataset, SyntheticDataset

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from audit.compliance import TEST01, TEST04, TEST05, audit_applied, verify_performance, verify_test01_accuracy
-from harness.config import resolve
-from harness.loadgen_log import parse_detail
-from harness.runner import ComplianceRun, execute
+from runs.config import resolve
+from runs.loadgen_log import parse_detail
+from runs.runner import ComplianceRun, execute
 
 
 def write_accuracy_log(path: Path, entries: list[tuple[int, int]]) -> Path:

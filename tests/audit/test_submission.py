@@ -18,7 +18,7 @@ from audit.submission import REHEARSAL_GRADE
 from audit.test01_baseline import ACCURACY_DIR_FILES
 from tests.audit.conftest import PART3_SAMPLES, SYSTEM_DIR, CachingBackend, InconsistentBackend, submit, submit_flipping
 from plumbing.errors import OutputError
-from harness.loadgen_log import parse_detail
+from runs.loadgen_log import parse_detail
 from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def test_what_an_interrupted_submission_left_is_not_a_result(tmp_path):
     """A first submission killed during TEST01 leaves TEST01/audit.config and a partial run
     folder: neither makes the rerun say 'already holds a result'."""
     from audit.submission import _claim_folders
-    from harness.results import ResultPaths, load_measurements
+    from runs.results import ResultPaths, load_measurements
 
     paths = ResultPaths(tmp_path / "out", cpu_system("null"), "resnet18", "SingleStream", "performance")
     partial = paths.scenario_dir / "TEST01" / "performance" / "run_1.partial-99999"

@@ -12,8 +12,8 @@ import pytest
 from audit.compliance import verify_test01_accuracy
 from audit.test01_baseline import (ACCURACY_DIR_FILES, ALLOWED_DELTA_PERCENT, EXPECTED_FILE, Expected,
                                    accuracy_delta_percent, evaluate, expected_classes, judge_files, read_figure)
-from harness.accuracy import SEEDED_REASON, AccuracyResult, reference_top1
-from harness.config import CliRequest, model_spec, resolve
+from runs.accuracy import SEEDED_REASON, AccuracyResult, reference_top1
+from runs.config import CliRequest, model_spec, resolve
 from sut.data import SyntheticDataset
 from tests.audit.test_compliance import write_accuracy_log
 

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from calibration.cli import main
-from harness.config import CliRequest, model_spec, resolve
-from harness.gating import calibrate_for
+from runs.config import CliRequest, model_spec, resolve
+from runs.gating import calibrate_for
 from sut.qsl import performance_sample_set
 from sut.settings import mlperf_rules
 

@@ -282,3 +282,16 @@ def test_calibration_list_overlap_is_logged(larger: Path, cache: Path, tmp_path:
 def test_a_performance_set_rule_is_for_imagenet_only() -> None:
     with pytest.raises(ConfigError, match="imagenet"):
         CalibrationConfig(performance_set=PerformanceSetRule(MLPERF_SEED, 8))
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet50", "resnet101"])
+def test_the_default_performance_set_is_the_one_a_default_run_resolves(model):
+    """calibration/ computes it below runs/ (no import back up); a default run's own layers
+    (runs.config) must give the same rule."""
+    from calibration.api import default_performance_set
+    from calibration.subset import PerformanceSetRule
+    from runs.config import CliRequest, performance_set_settings
+    from sut.backends.base import ModelSpec
+
+    run = PerformanceSetRule.from_loadgen(performance_set_settings(CliRequest(model=model)))
+    assert default_performance_set(ModelSpec(model, "int8")) == run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deepgap.cli import SUBCOMMANDS, main
-from harness import __version__
+from plumbing.version import __version__
 
 
 def test_version_and_the_subcommand_list(capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.loadgen_log import parse_detail
+from runs.loadgen_log import parse_detail
 from tests.conftest import cpu_system
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -458,7 +458,7 @@ def test_equivalent_command_parses_back_to_the_same_request() -> None:
     import shlex
 
     from harness.cli import build_parser, command_for, request_from_args
-    from harness.config import CliRequest
+    from runs.config import CliRequest
 
     request = CliRequest(scenario="Server", model="resnet18", precision="fp16", max_batch=64, target_qps=1234.5,
                          cuda_graphs=False, channels_last=False, skip_accuracy_gate=True, calibration_seed=7,
@@ -530,9 +530,9 @@ def test_a_normal_run_shows_its_screen_and_logs_its_details_to_a_file(cache_dir:
     assert proc.stdout.splitlines()[0].startswith("deepgap ") and "result: VALID" in proc.stdout
     (run_dir,) = out.glob("results/*/resnet18/Offline/performance/run_1")
     log = (run_dir / "deepgap.log").read_text()
-    assert "I harness.runner: loading resnet18 fp32 on CPU (null)" in log
+    assert "I runs.runner: loading resnet18 fp32 on CPU (null)" in log
     verbose = run_cli([*NULL_RUN, "--min-duration-ms", "1000", "--output", out, "--overwrite", "-v"], cache_dir)
-    assert verbose.returncode == 0 and "I harness.runner: loading resnet18 fp32 on CPU (null)" in verbose.stderr
+    assert verbose.returncode == 0 and "I runs.runner: loading resnet18 fp32 on CPU (null)" in verbose.stderr
 
 
 def test_a_run_leaves_no_empty_loadgen_logs(cache_dir: Path, out: Path) -> None:

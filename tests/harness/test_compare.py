@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.compare import main
-from harness.document import parse_markdown_tables
+from reports.document import parse_markdown_tables
 
 STUDIES = ("t4", "l4", "l4x4", "cpu")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -320,7 +320,7 @@ def test_readme_compare_command_renders_the_shipped_example(tmp_path, monkeypatc
 ])
 def test_hand_edited_impossible_figures_are_refused(edited_study, tmp_path, capsys, tool, edit, field):
     """NaN, infinite or negative figures in a study are one line naming the file and the
-    field, in compare and in plan alike (both read studies through harness.studies)."""
+    field, in compare and in plan alike (both read studies through reports.studies)."""
     from harness.plan import main as plan_main
 
     study = edited_study("t4", edit)
@@ -341,9 +341,9 @@ def test_two_cpu_studies_from_different_hosts_compare(golden, tmp_path, monkeypa
     """Was refused: both studies' system was 'CPU' ("both hold system 'CPU'"). A sweep now
     names a CPU study by its CPU model and count, so an AMD EPYC's and an Intel Xeon's
     studies differ and compare."""
-    from harness import system as system_module
-    from harness.config import CliRequest, resolve
-    from harness.sweeper import study_system
+    from runs import system as system_module
+    from runs.config import CliRequest, resolve
+    from studies.sweeper import study_system
 
     names = []
     for i, model in enumerate(("AMD EPYC 7B13 64-Core Processor", "Intel(R) Xeon(R) Platinum 8480+")):
@@ -365,7 +365,7 @@ def test_two_cpu_studies_from_different_hosts_compare(golden, tmp_path, monkeypa
 def test_every_readme_compare_baseline_names_a_system_its_studies_hold(monkeypatch):
     # Was: `--baseline T4x1_torch` beside studies that hold H100x1, H200x1 and CPU.
     from harness.compare import build_parser, pick_baseline
-    from harness.studies import load_studies
+    from reports.studies import load_studies
 
     monkeypatch.chdir(ROOT)
     commands = _readme_commands("python -m harness.compare")

@@ -85,7 +85,7 @@ def test_every_option_states_its_real_default(command: str) -> None:
 
 
 def test_backend_default_in_the_help_is_the_one_rule() -> None:
-    from harness.backend_choice import DEFAULT_BACKEND_RULE
+    from runs.backend_choice import DEFAULT_BACKEND_RULE
 
     for command in ("run", "sweep"):
         flat = " ".join(help_of(command).split())

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.capacity import PlanRequest, make_plan
-from harness.constraints import parse_slo
-from harness.document import parse_markdown_tables
+from reports.capacity import PlanRequest, make_plan
+from reports.constraints import parse_slo
+from reports.document import parse_markdown_tables
 from harness.plan import main, recommendation
-from harness.refdata import load_prices, load_published
-from harness.studies import load_study
+from reports.refdata import load_prices, load_published
+from reports.studies import load_study
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN_PLAN = ROOT / "tests/harness/golden/plans/t4-l4-l4x4-cpu-20k-qps.md"
-GOLDEN_ARGS = ["--qps", "20000", "--slo", "p99:15ms"] + [f"tests/harness/golden/studies/{n}" for n in
+GOLDEN_PLAN = ROOT / "tests/golden/plans/t4-l4-l4x4-cpu-20k-qps.md"
+GOLDEN_ARGS = ["--qps", "20000", "--slo", "p99:15ms"] + [f"tests/golden/studies/{n}" for n in
                                                           ("t4", "l4", "l4x4", "cpu")]
 SHIPPED_PLAN = ROOT / "docs/report-2026-11-26/plan-resnet50-20k-qps.md"
 SHIPPED_ARGS = ["--qps", "20000", "--slo", "p99:15ms"] + [f"docs/studies/2026-11-26/{n}" for n in
@@ -33,7 +33,7 @@ def _render(args, monkeypatch, capsys) -> str:
 
 
 def test_rendered_plan_matches_the_golden_file(monkeypatch, capsys):
-    # To accept a deliberate change: python -m harness.plan <GOLDEN_ARGS> > tests/harness/golden/plans/...md
+    # To accept a deliberate change: python -m harness.plan <GOLDEN_ARGS> > tests/golden/plans/...md
     assert _render(GOLDEN_ARGS, monkeypatch, capsys) == GOLDEN_PLAN.read_text()
 
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from plumbing.errors import ConfigError, OutputError, RunFailed
-from harness.results import load_measurements
-from harness.runner import load_backend
-from harness.slo import Slo
-from harness.study import StudyPlan, StudyStore, point_id
+from runs.results import load_measurements
+from runs.runner import load_backend
+from studies.slo import Slo
+from studies.study import StudyPlan, StudyStore, point_id
 from harness.sweep import main
-from harness.sweeper import Sweep
+from studies.sweeper import Sweep
 from sut.backends.base import DonePending
 from sut.backends.null_backend import NullBackend
 
@@ -237,7 +237,7 @@ def test_dry_run_sizes_the_study(capsys):
 
 
 def test_cached_dataset_returns_the_same_samples_in_any_order():
-    from harness.sweeper import CachedDataset
+    from studies.sweeper import CachedDataset
     from sut.data import SyntheticDataset
 
     plain = SyntheticDataset(count=16, image_size=32)
@@ -254,7 +254,7 @@ def test_offline_sizing_errs_long_on_a_first_run_and_uses_the_measured_rate_afte
     repeat's measured rate is the best estimate."""
     from types import SimpleNamespace
 
-    from harness.sweeper import FIRST_RUN_MARGIN, Group
+    from studies.sweeper import FIRST_RUN_MARGIN, Group
 
     group = SimpleNamespace(offline_rates={})
     assert Group.offline_expected(group, 8, 1000.0) == FIRST_RUN_MARGIN * 1000.0
@@ -287,11 +287,11 @@ def test_dry_run_resolves_every_group_and_refuses_in_the_sweeps_words(tmp_path, 
 def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
     """One rule (backend_choice.default_backend): a sweep without --backends measures what
     `harness/run.py --precision P` would (the sweep defaulted to torch, the run to onnxruntime)."""
-    from harness import backend_choice
+    from runs import backend_choice
     from harness import sweep as sweep_module
-    from harness.backend_choice import choose_backend
-    from harness.config import CliRequest
-    from harness.device import DeviceChoice, resolve_device
+    from runs.backend_choice import choose_backend
+    from runs.config import CliRequest
+    from runs.device import DeviceChoice, resolve_device
     from harness.sweep import build_parser, plan_from_args
 
     cpu = resolve_device("cpu")
@@ -307,9 +307,9 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
 
 
 def test_precisions_whose_default_backends_differ_need_backends(monkeypatch, capsys):
-    from harness import backend_choice
+    from runs import backend_choice
     from harness import sweep as sweep_module
-    from harness.device import DeviceChoice, resolve_device
+    from runs.device import DeviceChoice, resolve_device
 
     cuda = DeviceChoice(resolve_device("cpu").profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)
     monkeypatch.setattr(backend_choice, "_installed", lambda module: True)
@@ -336,15 +336,15 @@ def test_sweep_json_summarises_the_saved_study_and_logs_beside_it(tmp_path, caps
     log = (study / "sweep.log").read_text()
     assert "starting study in" in log and "resnet18-fp32-null-Offline-bs4 r1" in log
     err = capsys.readouterr().err
-    assert "I deepgap.sweep: [1/~2]" in err and "I harness.runner" not in err  # one line per run, no run details
+    assert "I deepgap.sweep: [1/~2]" in err and "I runs.runner" not in err  # one line per run, no run details
     assert main([*args[:-1], str(tmp_path / "dry.json"), "--dry-run"]) == 0
     dry = json.loads((tmp_path / "dry.json").read_text())
     assert dry["dry_run"] is True and dry["groups"] == ["resnet18-fp32-null"] and dry["runs"] == 2
 
 
 def test_a_compiled_study_is_another_system_than_the_eager_one():
-    from harness.config import CliRequest, resolve
-    from harness.sweeper import study_system
+    from runs.config import CliRequest, resolve
+    from studies.sweeper import study_system
 
     config = resolve(CliRequest(gpu="cpu", backend="torch", model="resnet18", image_size=32))
     eager = study_system(config, {"none"})

@@ -34,12 +34,12 @@ def console(capsys):
 def test_console_shows_warnings_and_the_file_gets_info(console, tmp_path):
     logs.setup()
     with logs.run_log(tmp_path / "deepgap.log"):
-        logging.getLogger("harness.runner").info("loading resnet18")
-        logging.getLogger("harness.sizing").warning("this run will be INVALID")
-    logging.getLogger("harness.runner").info("after the run")
-    assert console.getvalue() == "W harness.sizing: this run will be INVALID\n"
+        logging.getLogger("runs.runner").info("loading resnet18")
+        logging.getLogger("runs.sizing").warning("this run will be INVALID")
+    logging.getLogger("runs.runner").info("after the run")
+    assert console.getvalue() == "W runs.sizing: this run will be INVALID\n"
     written = (tmp_path / "deepgap.log").read_text()
-    assert "I harness.runner: loading resnet18" in written and "W harness.sizing: this run will be INVALID" in written
+    assert "I runs.runner: loading resnet18" in written and "W runs.sizing: this run will be INVALID" in written
     assert "after the run" not in written
 
 
@@ -57,5 +57,5 @@ def test_a_commands_own_info_lines_can_stay_on_screen(console):
     logs.setup(shown=("deepgap.sweep",))
     logging.getLogger("deepgap.sweep").info("[1/~4] point r1: VALID")
     logging.getLogger("deepgap.sweepish").info("not this one")
-    logging.getLogger("harness.runner").info("nor this")
+    logging.getLogger("runs.runner").info("nor this")
     assert console.getvalue() == "I deepgap.sweep: [1/~4] point r1: VALID\n"

@@ -7,9 +7,9 @@ import importlib
 
 import pytest
 
-from harness.backend_choice import choose_backend, default_backend
-from harness.config import CliRequest
-from harness.device import resolve_device
+from runs.backend_choice import choose_backend, default_backend
+from runs.config import CliRequest
+from runs.device import resolve_device
 from plumbing.errors import BackendError, ConfigError, DeviceError
 from sut.backends import BACKENDS, CPU, CUDA, DEFAULT_ORDER, REGISTRY, backend_info
 from sut.backends.base import Backend, PRECISIONS
@@ -48,7 +48,7 @@ def test_refusals_are_built_from_the_declarations():
 
 
 def test_the_default_is_the_first_installed_backend_of_the_order(monkeypatch):
-    from harness import backend_choice
+    from runs import backend_choice
 
     monkeypatch.setattr(backend_choice, "_installed", lambda module: False)
     assert default_backend("fp32", on_cpu=True) == "torch"  # onnxruntime missing: the next that runs fp32

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.config import resolve
+from runs.config import resolve
 from plumbing.errors import ConfigError
-from harness.runner import execute
+from runs.runner import execute
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.backends.null_backend import NullBackend
 from sut.data import SyntheticDataset

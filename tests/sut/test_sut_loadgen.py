@@ -9,9 +9,9 @@ import mlperf_loadgen as lg
 import numpy as np
 import pytest
 
-from harness.config import resolve
-from harness.loadgen_log import parse_accuracy_log, parse_detail, parse_summary
-from harness.runner import execute
+from runs.config import resolve
+from runs.loadgen_log import parse_accuracy_log, parse_detail, parse_summary
+from runs.runner import execute
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.backends.null_backend import NullBackend, checksum_class
 from sut.data import SyntheticDataset

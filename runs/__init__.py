@@ -1,0 +1,1 @@
+"""One LoadGen run: its configuration (defaults < profiles < user.conf < CLI), the backend choice, the accuracy gate, the run itself and its saved, typed result. Imports plumbing/, scenarios/, sut/ and calibration/; never studies/, reports/ or the CLIs."""
