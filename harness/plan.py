@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "at what power and cost, from saved studies.")
     p.add_argument("studies", nargs="+", type=Path, metavar="STUDY_DIR", help="study directories (study.json)")
     p.add_argument("--qps", type=positive_float, required=True, help="target load, queries (samples) per second")
-    p.add_argument("--slo", default="p99:15ms", help="latency SLO, pXX:LATENCYms (p50, p90 or p99)")
+    p.add_argument("--slo", default="p99:15ms",
+                   help="latency SLO PERCENTILE:BOUND, as the sweep reads it (e.g. p99:15ms, p90:0.005s); p50, p90 "
+                   "or p99, the percentiles studies record")
     p.add_argument("--model", default="resnet50", help="model to plan for")
     p.add_argument("--headroom", type=fraction, default=0.2,
                    help="fraction of each device's capacity kept unused (0.2: load devices to 80%%)")
@@ -170,7 +172,7 @@ def recommendation(plan: Plan) -> str:
     cost = (f"{best.usd_per_month:,.0f} USD a month ({best.usd_per_hour:,.2f} USD/hour x {HOURS_PER_MONTH} h)"
             if best.usd_per_month is not None else "cost not priced")
     return (f"deploy {best.deployed} x {best.device} ({best.precision}, {best.backend}; {best.devices} active + "
-            f"{r.spares} spare) for {r.target_qps:,.0f} QPS at {r.slo.label()}: {cost}; first of "
+            f"{r.spares} spare) for {r.target_qps:,.0f} QPS at {r.slo.label}: {cost}; first of "
             f"{len(plan.ranked)} option(s) by {RANK_METRICS[r.rank_by].unit}. Caveat that weighs most: "
             f"{main_caveat(best)}.")
 
@@ -235,7 +237,7 @@ def plan_fields(plan: Plan) -> dict[str, Any]:
     figures = ("kind", "qps_per_device", "devices", "deployed", "watts", "usd_per_hour", "usd_per_month",
                "usd_per_million", "published_ratio")
     return {
-        "request": {"model": r.model, "qps": r.target_qps, "slo": r.slo.label(), "headroom": r.headroom,
+        "request": {"model": r.model, "qps": r.target_qps, "slo": r.slo.label, "headroom": r.headroom,
                     "spares": r.spares, "rank_by": r.rank_by},
         "recommendation": recommendation(plan) if plan.ranked else None,
         "options": [{"rank": i, "device": o.device, "precision": o.precision, "backend": o.backend,

@@ -57,7 +57,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--search-ms", type=positive, default=1000, help="minimum duration of Server search runs")
     p.add_argument("--confirm-ms", type=positive, default=5000,
                    help="minimum duration of the full-length run that confirms the Server answer")
-    p.add_argument("--slo", default="p99:15ms", help="Server latency objective PERCENTILE:BOUND, e.g. p99:15ms, p90:5ms")
+    p.add_argument("--slo", default="p99:15ms",
+                   help="Server latency objective PERCENTILE:BOUND, the bound in us, ms (no unit: ms) or s, "
+                   "e.g. p99:15ms, p90:5ms")
     p.add_argument("--ladder", nargs="+", type=_fraction, default=list(DEFAULT_LADDER),
                    help="fractions of the max Server QPS measured for the latency-throughput curve")
     p.add_argument("--search-tolerance", type=_fraction, default=0.03,

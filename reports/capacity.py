@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from reports.capacity_evidence import LoadEvidence, Provenance, at_load, loads_of, point_evidence, provenance
-from reports.constraints import Metric, Slo
+from reports.constraints import Metric
+from studies.slo import Slo
 from plumbing.errors import ConfigError
 from reports.refdata import Price, PriceTable, Published, PublishedTable, shown_path
 from reports.studies import Point, SloSearch, Study
@@ -121,8 +122,8 @@ class Capacity:
 def _from_search(study: Study, search: SloSearch, slo: Slo, pass_fraction: float) -> Capacity | str:
     devices, unit = study.system.devices, study.system.unit
     if search.max_qps is None or search.max_qps <= 0:
-        return f"the SLO search at {slo.label()} in {study.name} found no load that met it"
-    where = f"SLO search at {slo.label()} in study {study.directory} ({study.name})"
+        return f"the SLO search at {slo.label} in {study.name} found no load that met it"
+    where = f"SLO search at {slo.label} in study {study.directory} ({study.name})"
     rule = "every run" if pass_fraction >= 1 else f"at least {pass_fraction:.0%} of the runs"
     loads = loads_of(study, search, slo)
     top = at_load(loads, search.max_qps)
@@ -169,9 +170,9 @@ def capacity_at(study: Study, model: str, precision: str, backend: str, slo: Slo
     searched_note = f" (searched: {', '.join(searched)})" if searched else ""
     if best is None:
         what = "no Server point has every run valid within it" if server else "no Server points measured"
-        return f"needs an SLO search at {slo.label()} in {study.name}{searched_note}: {what}"
+        return f"needs an SLO search at {slo.label} in {study.name}{searched_note}: {what}"
     point, floor, worst, evidence = best
-    basis = (f"LOWER BOUND: no SLO search at {slo.label()} in {study.name}{searched_note}; Server point "
+    basis = (f"LOWER BOUND: no SLO search at {slo.label} in {study.name}{searched_note}; Server point "
              f"{point.id} sustained {floor:,.0f}/s in its slowest of {len(point.runs)} valid runs with "
              f"{slo.key} at most {worst:,.2f} ms; run a search at this SLO for the real maximum")
     return Capacity(study, floor / devices, "lower bound", basis, evidence)
@@ -385,7 +386,7 @@ def make_plan(studies: Sequence[Study], request: PlanRequest, prices: PriceTable
     options = [_plan_option(request, *key, found, prices, published, on) for key, found in sorted(groups.items())]
     planned = [o for o in options if o.kind != "needs search"]
     if not planned:
-        raise ConfigError(f"no measurement supports {request.slo.label()}: run an SLO search at that bound "
+        raise ConfigError(f"no measurement supports {request.slo.label}: run an SLO search at that bound "
                           f"({options[0].basis[0]})")
     metric = RANK_METRICS[request.rank_by]
     planned.sort(key=lambda o: (TIERS[o.kind], metric.sort_key(o.value(metric)), o.deployed, o.device))

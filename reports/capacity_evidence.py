@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reports.constraints import Slo, check
+from reports.constraints import check
+from studies.slo import Slo
 from reports.studies import PlanInfo, SloSearch, Study
 from reports.verdict import basis_text, weights_text
 

@@ -19,18 +19,23 @@ result says which rule failed.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from plumbing.errors import ConfigError
 
-_SLO = re.compile(r"^p(?P<pct>\d+(?:\.\d+)?):(?P<value>\d+(?:\.\d+)?)(?P<unit>us|ms|s)$")
+# The one SLO grammar of every command: pPERCENTILE:BOUND, the bound in us, ms (the default) or s.
+_SLO = re.compile(r"^p(?P<pct>\d+(?:\.\d+)?):(?P<value>\d+(?:\.\d+)?)(?P<unit>us|ms|s)?$")
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 @dataclass(frozen=True)
 class Slo:
+    """A latency objective: the `percentile` of query latency at most `latency_ms`. The one
+    type the sweep's SLO search, the capacity plan and the reports share."""
+
     percentile: float  # 99.0 for p99
     latency_ms: float
 
@@ -41,8 +46,24 @@ class Slo:
             raise ConfigError(f"SLO latency bound must be positive, got {self.latency_ms} ms")
 
     @property
+    def key(self) -> str:
+        """The run's latency_ms key for this percentile: 'p99'."""
+        return f"p{self.percentile:g}"
+
+    @property
     def label(self) -> str:
-        return f"p{self.percentile:g} <= {self.latency_ms:g} ms"
+        return f"{self.key} <= {self.latency_ms:g} ms"
+
+    @property
+    def constraint_name(self) -> str:
+        return f"{self.key}_latency_ms"
+
+    def constraints(self) -> dict[str, dict[str, float]]:
+        """As a constraint for reports.constraints.check: {"p99_latency_ms": {"max": 15.0}}."""
+        return {self.constraint_name: {"max": self.latency_ms}}
+
+    def matches(self, percentile: float, latency_ms: float) -> bool:
+        return math.isclose(percentile, self.percentile) and math.isclose(latency_ms, self.latency_ms, rel_tol=1e-9)
 
     def user_conf(self) -> str:
         """The Server lines of a user.conf that make LoadGen judge runs by this SLO."""
@@ -55,11 +76,11 @@ MLPERF_SLO = Slo(99.0, 15.0)
 
 
 def parse_slo(text: str) -> Slo:
-    """'p99:15ms', 'p90:5ms', 'p99.9:20ms', 'p95:800us', 'p99:0.02s'. Raises ConfigError."""
+    """'p99:15ms', 'p90:5ms', 'p99.9:20ms', 'p95:800us', 'p99:0.02s', 'p99:15' (ms). Raises ConfigError."""
     match = _SLO.match(text.strip().lower().replace(" ", ""))
     if not match:
         raise ConfigError(f"cannot read SLO {text!r}: write PERCENTILE:BOUND, e.g. p99:15ms or p90:5ms")
-    return Slo(float(match["pct"]), float(match["value"]) * _UNIT_MS[match["unit"]])
+    return Slo(float(match["pct"]), float(match["value"]) * _UNIT_MS[match["unit"] or "ms"])
 
 
 @dataclass

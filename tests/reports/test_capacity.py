@@ -9,7 +9,8 @@ import pytest
 
 from reports.capacity import (LoadPower, PlanRequest, capacity_at, devices_needed, interpolate_watts,
                               kwh_per_million, make_plan, power_at, usd_per_million)
-from reports.constraints import Slo, check, parse_slo
+from reports.constraints import check, parse_slo
+from studies.slo import Slo
 from reports.document import parse_markdown_tables
 from plumbing.errors import ConfigError
 from harness.plan import main
@@ -59,12 +60,13 @@ def test_constraint_check_is_pass_fail_with_margin():
     assert not result.passed and result.missing == ("p99_latency_ms",)
 
 
-@pytest.mark.parametrize("text, expected", [("p99:15ms", Slo(99.0, 15.0)), ("P90:2.5", Slo(90.0, 2.5))])
+@pytest.mark.parametrize("text, expected", [("p99:15ms", Slo(99.0, 15.0)), ("P90:2.5", Slo(90.0, 2.5)),
+                                            ("p99:0.015s", Slo(99.0, 15.0)), ("p50:800us", Slo(50.0, 0.8))])
 def test_slo_parses(text, expected):
     assert parse_slo(text) == expected
 
 
-@pytest.mark.parametrize("text", ["p99", "99:15ms", "p99:15s", "p95:15ms", "p99:0ms"])
+@pytest.mark.parametrize("text", ["p99", "99:15ms", "p99:15h", "p95:15ms", "p99:0ms"])
 def test_unknown_slo_is_a_config_error(text):
     with pytest.raises(ConfigError, match="unknown SLO"):
         parse_slo(text)

@@ -10,14 +10,14 @@ from studies.slo import LATENCY, MLPERF_SLO, Attempt, SearchSettings, Slo, faile
 
 @pytest.mark.parametrize("text, percentile, ms", [
     ("p99:15ms", 99.0, 15.0), ("p90:5ms", 90.0, 5.0), ("P99.9:20ms", 99.9, 20.0),
-    ("p95:800us", 95.0, 0.8), ("p99:0.02s", 99.0, 20.0),
+    ("p95:800us", 95.0, 0.8), ("p99:0.02s", 99.0, 20.0), ("p99:15", 99.0, 15.0),  # no unit: ms, as the plan reads it
 ])
 def test_parse_slo(text, percentile, ms):
     slo = parse_slo(text)
     assert slo.percentile == pytest.approx(percentile) and slo.latency_ms == pytest.approx(ms)
 
 
-@pytest.mark.parametrize("text", ["p99", "99:15ms", "p99:15", "p100:15ms", "p0:1ms", "p99:0ms", "p99:15min"])
+@pytest.mark.parametrize("text", ["p99", "99:15ms", "p99:15h", "p100:15ms", "p0:1ms", "p99:0ms", "p99:15min"])
 def test_bad_slo_is_a_config_error(text):
     with pytest.raises(ConfigError):
         parse_slo(text)
@@ -177,3 +177,10 @@ def test_early_stopping_failed_by_over_latency_queries_is_the_latency_bound() ->
     assert failed_rule(True, False, True, True, clean_count_met=True) == LATENCY
     assert failed_rule(True, False, True, True, clean_count_met=False) == "early stopping"
     assert failed_rule(True, False, True, True) == "early stopping"
+
+
+def test_the_plan_reads_the_same_grammar_and_type():
+    from reports.constraints import parse_slo as plan_slo
+
+    for text in ("p99:15ms", "p90:0.005s", "p50:800us", "p99:15"):
+        assert plan_slo(text) == parse_slo(text) and type(plan_slo(text)) is Slo
