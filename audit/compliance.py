@@ -26,7 +26,8 @@ from typing import Any
 
 from audit.test01_baseline import EXPECTED_FILE, Expected, Part3, evaluate
 from plumbing.errors import OutputError
-from runs.loadgen_log import Detail, deduplicate_by_qsl_idx, parse_accuracy_log, parse_detail
+from runs.loadgen_log import Detail, parse_detail
+from runs.accuracy_log import deduplicate_by_qsl_idx, parse_accuracy_log
 
 PASS_LINE, FAIL_LINE = "TEST PASS", "TEST FAIL"
 # LoadGen logs this warning when it applied an audit.config; normal runs must not have it.

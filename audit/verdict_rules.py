@@ -11,7 +11,8 @@ from audit.findings import PERF, ScenarioCheck, no_audit_config, no_loadgen_erro
 from audit.test01_baseline import ACCURACY_DIR, LOG_NAME, Part3, judge_files, read_figure
 from runs.accuracy import AccuracyResult, no_verdict_reason
 from plumbing.errors import OutputError
-from runs.loadgen_log import Detail, parse_accuracy_log
+from runs.loadgen_log import Detail
+from runs.accuracy_log import parse_accuracy_log
 
 
 def rule_accuracy(c: ScenarioCheck) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from runs.config import CliRequest, RunConfig, resolve
 from studies.curves import latency_bound_qps, spread
+from studies.slo import Attempt, SearchSettings, search_max_qps
 from plumbing.errors import DeepgapError
 from plumbing import logs
 from runs.runner import execute, load_backend, make_dataset
@@ -123,30 +124,30 @@ class Bench:
         backend = self.load(probe)
         knobs = {k: probe.knobs[k] for k in ("max_batch", "batch_timeout_us", "in_flight")}
 
-        def valid(qps: float, duration_ms: int) -> tuple[bool, dict[str, Any]]:
-            summary = self.run(self.config("Server", target_qps=qps, min_duration_ms=duration_ms), backend, dataset)
-            log.info("server %.0f qps: %s p99 %.2f ms", qps, "VALID" if summary["valid"] else "INVALID",
-                     summary["percentiles_ns"].get("99.00", 0) / 1e6)
-            return bool(summary["valid"]), summary
+        confirmations: dict[float, list[dict[str, Any]]] = {}
 
-        lo, hi = 0.5 * offline_qps, 1.02 * offline_qps
-        while not valid(lo, self.search_ms)[0]:
-            hi, lo = lo, lo / 2
-            if lo < 1:
-                raise DeepgapError("no Server load found that stays valid")
-        for _ in range(6):
-            mid = (lo + hi) / 2
-            if valid(mid, self.search_ms)[0]:
-                lo = mid
-            else:
-                hi = mid
-        # Bisection lands on the edge; the answer is the highest load whose full-length
-        # repeats are all VALID, stepping down 4% at a time (at most three steps).
-        for _ in range(4):
-            confirm = [valid(lo, self.duration_ms) for _ in range(self.repeats)]
-            if all(ok for ok, _ in confirm):
-                break
-            lo *= 0.96
+        def trial(qps: float, duration_ms: int, phase: str) -> Attempt:
+            """The study's search (studies.slo) with the bench's stricter confirmation: every
+            one of `repeats` full-length runs at the load must be VALID."""
+            config = self.config("Server", target_qps=qps, min_duration_ms=duration_ms)
+            runs = self.repeats if phase == "confirm" else 1
+            summaries = [self.run(config, backend, dataset) for _ in range(runs)]
+            if phase == "confirm":
+                confirmations[qps] = summaries
+            valid = all(s["valid"] for s in summaries)
+            p99 = max(s["percentiles_ns"].get("99.00", 0) for s in summaries) / 1e6
+            log.info("server %.0f qps: %s p99 %.2f ms", qps, "VALID" if valid else "INVALID", p99)
+            return Attempt(target_qps=qps, duration_ms=duration_ms, phase=phase, valid=valid, latency_ms={"p99": p99})
+
+        # From 80% of Offline: bracket, bisect to 2%, then step down 4% at a time (at most
+        # three steps) until the confirmations all pass.
+        found = search_max_qps(trial, SearchSettings(start_qps=0.8 * offline_qps, search_ms=self.search_ms,
+                                                     confirm_ms=self.duration_ms, tolerance=0.02, growth=1.25,
+                                                     step_down=0.04, max_step_downs=3))
+        if found.max_qps is None or not confirmations:
+            raise DeepgapError(f"no Server load found that stays valid ({found.stopped or 'search exhausted'})")
+        lo = found.max_qps if found.max_qps in confirmations else list(confirmations)[-1]
+        confirm = [(bool(s["valid"]), s) for s in confirmations[lo]]
         curve = self.throughput_curve(backend, int(knobs["max_batch"]))
         backend.close()
         return {

@@ -1,4 +1,4 @@
-"""The sweep's command line: `python -m harness.sweep` (studies/sweeper.py runs the study).
+"""The sweep's command line: `python -m harness.sweep` (studies/sweeper.py and studies/group.py run the study).
 
 Without --backends each precision gets the backend harness/run.py would choose
 (runs.backend_choice.default_backend); --dry-run resolves every group first, refusing in the sweep's own

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runs.loadgen_log import deduplicate_by_qsl_idx, parse_accuracy_log
+from runs.accuracy_log import deduplicate_by_qsl_idx, parse_accuracy_log
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.data import Dataset
 

@@ -1,4 +1,5 @@
-"""Parsers for the files MLPerf LoadGen writes: summary, detail log and accuracy log.
+"""Parsers for the files MLPerf LoadGen writes: the summary and the detail log (the accuracy
+log: runs/accuracy_log.py).
 
 Pure text/JSON parsing on purpose: nothing here imports ``mlperf_loadgen``, so results can
 be inspected (and tested) on machines without LoadGen, and long after the run.
@@ -25,9 +26,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
 
 from plumbing.errors import OutputError
 
@@ -81,7 +81,7 @@ class Summary:
     raw: dict[str, str] = field(default_factory=dict)
 
 
-def _read_text(path: PathLike, what: str) -> str:
+def read_text(path: PathLike, what: str) -> str:
     p = Path(path)
     try:
         # errors="replace": a stray byte in a user-chosen SUT name must not hide results.
@@ -126,7 +126,7 @@ def _is_banner(line: str) -> bool:
 def parse_summary(path: PathLike) -> Summary:
     """Parse mlperf_log_summary.txt; raise OutputError if it is missing or holds no result."""
     p = Path(path)
-    text = _read_text(p, "summary")
+    text = read_text(p, "summary")
     lines = text.splitlines()
 
     raw: dict[str, str] = {}
@@ -307,7 +307,7 @@ class Detail:
 
 def parse_detail(path: PathLike) -> Detail:
     """Parse mlperf_log_detail.txt; unparsable lines are skipped and counted."""
-    text = _read_text(path, "detail log")
+    text = read_text(path, "detail log")
     detail = Detail()
     groups = (
         ("effective_", detail.effective),
@@ -348,92 +348,3 @@ def parse_detail(path: PathLike) -> Detail:
 
 
 # --------------------------------------------------------------------------- accuracy
-
-
-@dataclass(frozen=True)
-class AccuracyEntry:
-    """One logged response: the bytes the SUT returned for sample ``qsl_idx``."""
-
-    seq_id: int
-    qsl_idx: int
-    data: bytes
-
-
-def parse_accuracy_log(path: PathLike, allow_truncated: bool = False) -> list[AccuracyEntry]:
-    """Parse mlperf_log_accuracy.json.
-
-    A run that crashes leaves the file without its closing ']' (or empty). That raises
-    OutputError unless ``allow_truncated``, in which case the complete entries are returned
-    (useful for diagnosing, never for reporting accuracy).
-    """
-    p = Path(path)
-    text = _read_text(p, "accuracy log")
-    if not text.strip():
-        raise OutputError(
-            f"LoadGen accuracy log {p} is empty: the run did not finish (crashed or killed?)"
-        )
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError:
-        salvaged = _salvage(text)
-        if salvaged is None:
-            raise OutputError(f"LoadGen accuracy log {p} is not valid JSON") from None
-        if not allow_truncated:
-            raise OutputError(
-                f"LoadGen accuracy log {p} is truncated ({len(salvaged)} complete entries, "
-                "no closing ']'): the run crashed or was killed before LoadGen finished"
-            ) from None
-        items = salvaged
-    if not isinstance(items, list):
-        raise OutputError(f"LoadGen accuracy log {p} is not a JSON list")
-    return [_to_entry(item, p, i) for i, item in enumerate(items)]
-
-
-def _salvage(text: str) -> list[Any] | None:
-    lines = text.strip().splitlines()
-    # LoadGen writes "[" and then one entry per line, each starting with "{"; anything
-    # else is some other corruption, and guessing at it could invent entries.
-    if not lines or lines[0].strip() != "[" or not all(
-        ln.lstrip().startswith("{") for ln in lines[1:]
-    ):
-        return None
-    # Only the last line can be partial (LoadGen flushes whole entries, but a kill can
-    # still land mid-write).
-    for end in (len(lines), len(lines) - 1):
-        candidate = "\n".join(lines[:end]).rstrip().rstrip(",") + "\n]"
-        try:
-            items = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        return items if isinstance(items, list) else None
-    return None
-
-
-def _to_entry(item: Any, p: Path, i: int) -> AccuracyEntry:
-    try:
-        return AccuracyEntry(
-            seq_id=int(item["seq_id"]),
-            qsl_idx=int(item["qsl_idx"]),
-            data=bytes.fromhex(item["data"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        raise OutputError(
-            f"LoadGen accuracy log {p}: entry {i} lacks a valid seq_id/qsl_idx/hex data"
-        ) from None
-
-
-def decode_int32(entry: AccuracyEntry | bytes) -> np.ndarray:
-    """Response bytes as little-endian int32 values (the byte order LoadGen copied)."""
-    data = entry.data if isinstance(entry, AccuracyEntry) else entry
-    if len(data) % 4:
-        raise OutputError(f"accuracy log response of {len(data)} bytes is not a whole int32 array")
-    # astype copies into a writable, native-order array; frombuffer alone is read-only.
-    return np.frombuffer(data, dtype="<i4").astype(np.int32)
-
-
-def deduplicate_by_qsl_idx(entries: Iterable[AccuracyEntry]) -> dict[int, bytes]:
-    """First response per sample, as MLPerf's accuracy scripts count each sample once."""
-    seen: dict[int, bytes] = {}
-    for e in entries:
-        seen.setdefault(e.qsl_idx, e.data)
-    return seen

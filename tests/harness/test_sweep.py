@@ -254,7 +254,7 @@ def test_offline_sizing_errs_long_on_a_first_run_and_uses_the_measured_rate_afte
     repeat's measured rate is the best estimate."""
     from types import SimpleNamespace
 
-    from studies.sweeper import FIRST_RUN_MARGIN, Group
+    from studies.group import FIRST_RUN_MARGIN, Group
 
     group = SimpleNamespace(offline_rates={})
     assert Group.offline_expected(group, 8, 1000.0) == FIRST_RUN_MARGIN * 1000.0

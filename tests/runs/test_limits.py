@@ -78,7 +78,7 @@ def test_threads_beyond_the_cpus_are_refused(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_available_memory_sees_the_address_space_limit() -> None:
     # ulimit -v is one of the limits a run must fit; read in a child so this process keeps its own.
-    code = ("import resource; from harness import limits; "
+    code = ("import resource; from runs import limits; "
             "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30)); "
             "m = limits.available_memory(); print(m.available, m.source)")
     available = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

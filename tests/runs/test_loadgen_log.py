@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from plumbing.errors import OutputError
-from runs.loadgen_log import (
-    AccuracyEntry,
-    decode_int32,
-    deduplicate_by_qsl_idx,
-    parse_accuracy_log,
-    parse_detail,
-    parse_summary,
-)
+from runs.loadgen_log import parse_detail, parse_summary
+from runs.accuracy_log import AccuracyEntry, decode_int32, deduplicate_by_qsl_idx, parse_accuracy_log
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 PERCENTILE_KEYS = ["50.00", "90.00", "95.00", "97.00", "99.00", "99.90"]

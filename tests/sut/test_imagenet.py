@@ -15,14 +15,8 @@ from PIL import Image
 
 from plumbing.errors import DatasetError
 from sut.data import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8_hwc
-from sut.imagenet import (
-    CACHE_ENV,
-    VAL_MAP,
-    ImageNetDataset,
-    preprocess_image,
-    resize_short_side,
-    scaled_size,
-)
+from sut.imagenet import CACHE_ENV, VAL_MAP, ImageNetDataset
+from sut.preprocess import preprocess_image, resize_short_side, scaled_size
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from runs.config import resolve
-from runs.loadgen_log import parse_accuracy_log, parse_detail, parse_summary
+from runs.loadgen_log import parse_detail, parse_summary
+from runs.accuracy_log import parse_accuracy_log
 from runs.runner import execute
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.backends.null_backend import NullBackend, checksum_class
