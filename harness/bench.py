@@ -32,10 +32,13 @@ import numpy as np
 from runs.config import CliRequest, RunConfig, resolve
 from studies.curves import latency_bound_qps, spread
 from studies.slo import Attempt, SearchSettings, search_max_qps
-from plumbing.errors import DeepgapError
+from plumbing.argtypes import OneLineParser, guarded, int_at_least
+from plumbing.errors import DeepgapError, OutputError, exit_code_epilog
+from plumbing.files import write_atomic
 from plumbing import logs
 from runs.runner import execute, load_backend, make_dataset
-from sut.backends.base import Backend
+from sut.backends import backend_info
+from sut.backends.base import MODELS, Backend
 from sut.compiling import COMPILE_MODES
 
 log = logging.getLogger("deepgap.bench")
@@ -228,48 +231,60 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "resnet101"])
-    p.add_argument("--precisions", nargs="+", default=["fp16", "fp32"])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--duration-ms", type=int, default=5000, help="min duration of measured runs")
-    p.add_argument("--search-ms", type=int, default=2500, help="min duration of Server search runs")
+def server_grid_spec(text: str) -> dict[str, int]:
+    """'64:2000:3' -> {"max_batch": 64, "batch_timeout_us": 2000, "in_flight": 3}."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(x.isdigit() for x in parts) or int(parts[0]) < 1 or int(parts[2]) < 1:
+        raise argparse.ArgumentTypeError(f"expected MAX_BATCH:TIMEOUT_US:IN_FLIGHT (whole numbers, batch and "
+                                         f"in flight at least 1), got {text!r}")
+    return dict(zip(("max_batch", "batch_timeout_us", "in_flight"), map(int, parts)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m harness.bench", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=exit_code_epilog())
+    p.add_argument("--models", nargs="+", choices=MODELS, default=["resnet18", "resnet50", "resnet101"])
+    p.add_argument("--precisions", nargs="+", choices=backend_info("torch").precisions(), default=["fp16", "fp32"])
+    p.add_argument("--repeats", type=int_at_least(1), default=3)
+    p.add_argument("--duration-ms", type=int_at_least(1), default=5000, help="min duration of measured runs")
+    p.add_argument("--search-ms", type=int_at_least(1), default=2500, help="min duration of Server search runs")
     p.add_argument("--gpu", default="auto")
     p.add_argument("--compile", nargs="+", choices=COMPILE_MODES, default=["none", "default"],
                    help="torch backend compile modes, each measured in turn (default: none default)")
     p.add_argument("--output", type=Path, default=Path("deepgap-bench"))
-    p.add_argument("--server-grid", nargs="*", default=None, metavar="MB:TIMEOUT_US:IN_FLIGHT",
+    p.add_argument("--server-grid", nargs="*", type=server_grid_spec, default=None, metavar="MB:TIMEOUT_US:IN_FLIGHT",
                    help="instead of the full benchmark: Offline, then Server p99 for each batching setting")
-    args = p.parse_args(argv)
-    # deepgap's one logging setup: warnings, and the bench's and the sizing's progress lines
-    logs.setup(shown=(log.name, "runs.sizing"), timestamps=True)
-    rows = []
-    try:
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        # deepgap's one logging setup: warnings, and the bench's and the sizing's progress lines
+        logs.setup(shown=(log.name, "runs.sizing"), timestamps=True)
+        rows = []
         for model in args.models:
             for precision, mode in ((p, m) for p in args.precisions for m in args.compile):
                 started = time.monotonic()
-                bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms, args.gpu,
-                              mode)
-                for spec in args.server_grid or []:
-                    mb, timeout, in_flight = (int(x) for x in spec.split(":"))
-                    bench.server_grid_knobs.append({"max_batch": mb, "batch_timeout_us": timeout, "in_flight": in_flight})
+                bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms,
+                              args.gpu, mode)
+                bench.server_grid_knobs.extend(args.server_grid or [])
                 rows.append(bench.measure())
                 rows[-1]["wall_s"] = time.monotonic() - started
                 log.info("%s %s %s done in %.0f s", model, precision, mode, rows[-1]["wall_s"])
-                args.output.mkdir(parents=True, exist_ok=True)
-                (args.output / "bench.json").write_text(json.dumps(rows, indent=2, default=str))
-    except DeepgapError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
-    if args.server_grid is None:
-        print(table(rows))
-    else:
-        for row in rows:
-            for g in row["server_grid"]:
-                print(f"{row['model']} {row['precision']} offline {row['offline_qps']['mean']:,.0f}: {g}")
-    return 0
+                try:  # each group's rows as soon as they exist: a later failure keeps them
+                    write_atomic(args.output / "bench.json", json.dumps(rows, indent=2, default=str))
+                except OSError as exc:
+                    raise OutputError(f"cannot write {args.output / 'bench.json'}: {exc.strerror or exc}") from None
+        if args.server_grid is None:
+            print(table(rows))
+        else:
+            for row in rows:
+                for g in row["server_grid"]:
+                    print(f"{row['model']} {row['precision']} offline {row['offline_qps']['mean']:,.0f}: {g}")
+        return 0
+
+    return guarded("bench", body)
 
 
 if __name__ == "__main__":
