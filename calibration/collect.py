@@ -1,7 +1,7 @@
 """Activation and weight statistics of the FP32 ONNX graph, collected with ONNX Runtime.
 
 The tensors calibrated are exactly those the INT8 graph quantizes
-(`sut.onnx_precision.targets_of`): the data input of every Conv and Gemm and each Conv's
+(`sut.qdq_placement.targets_of`): the data input of every Conv and Gemm and each Conv's
 result (after its Relu where one follows) get an activation range, and each weight
 initializer gets per-output-channel scales. The tensors are exposed as extra graph
 outputs on a copy of the model, so one session run returns them all.
@@ -28,7 +28,7 @@ from calibration.algorithms import (
 )
 from calibration.subset import CalibrationSubset
 from plumbing.errors import BackendError, ConfigError, one_line
-from sut.onnx_precision import targets_of
+from sut.qdq_placement import targets_of
 
 log = logging.getLogger(__name__)
 

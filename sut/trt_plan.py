@@ -31,7 +31,7 @@ SUPPORTED_PRECISIONS = ("fp32", "fp16", "int8")
 # Which ONNX graph TensorRT parses for each precision. Strongly typed networks take their
 # precision from the graph itself (TensorRT 11 has no FP16/INT8 builder flags).
 FP32_EXPORT = "fp32-export"  # sut.onnx_export.export_onnx, as is
-FP16_GRAPH = "fp16-graph"  # sut.onnx_precision.make_fp16(fp32_path, out_path)
+FP16_GRAPH = "fp16-graph"  # sut.onnx_fp16.make_fp16(fp32_path, out_path)
 INT8_QDQ_GRAPH = "int8-qdq-graph"  # sut.onnx_precision.make_qdq_int8(fp32, amax, scales, out)
 _GRAPH_FOR_PRECISION = {"fp32": FP32_EXPORT, "fp16": FP16_GRAPH, "int8": INT8_QDQ_GRAPH}
 

@@ -15,7 +15,7 @@ from calibration.subset import CalibrationSubset, synthetic_subset
 from plumbing.errors import BackendError, ConfigError
 from sut.backends.base import ModelSpec
 from sut.onnx_export import INPUT_NAME, export_onnx
-from sut.onnx_precision import targets_of
+from sut.qdq_placement import targets_of
 
 SPEC = ModelSpec("resnet18", "fp32", image_size=32)
 

@@ -32,24 +32,20 @@ from sut.data import SyntheticDataset  # noqa: E402
 from sut.cpu_isa import REDUCE_RANGE, U8U8, VNNI, Int8CpuPath  # noqa: E402
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
 from tests.sut.test_cpu_isa import exact_cpu_path  # noqa: E402
+from sut.onnx_fp16 import FP16_MAX, make_fp16  # noqa: E402
+from sut.onnx_graph import (  # noqa: E402
+    ENCODING_KEY, PRECISION_KEY, QUANTIZATION_KEY, WEIGHT_RANGE_KEY, count_ops, graph_precision,
+)
 from sut.onnx_precision import (  # noqa: E402
-    FP16_MAX,
     INT8_MAX,
-    PRECISION_KEY,
     REDUCED_WEIGHT_MAX,
-    WEIGHT_RANGE_KEY,
-    ENCODING_KEY,
     QDQ_SCHEME,
-    QUANTIZATION_KEY,
     SIGNED,
     UNSIGNED,
-    count_ops,
-    graph_precision,
-    make_fp16,
     make_qdq_int8,
     precision_graph,
-    quantization_targets,
 )
+from sut.qdq_placement import quantization_targets  # noqa: E402
 
 IMAGE_SIZE = 32
 CALIBRATION_IMAGES = 16
