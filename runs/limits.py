@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from plumbing.errors import ConfigError
-from runs.system import usable_cpus
+from sut.cpu_cores import usable_cpus
 from sut.backends import backend_info
 from sut.settings import schedule_size, setting
 

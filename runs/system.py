@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import Any
 
 from sut.backends import backend_info
+from sut.cpu_cores import usable_cpus
 
 
 def _version(package: str) -> str | None:
@@ -35,14 +36,6 @@ def _cpu_model() -> str:
 # the core count ("64-Core"; the usable count is in the name anyway) and the base clock.
 _CPU_NOISE = re.compile(r"\((?:R|TM|C)\)|\bCPU\b|\bProcessor\b|\b\d+-Core\b|@\s*[\d.]+\s*[GM]Hz", re.IGNORECASE)
 _CPU_LABEL_CHARS = 40
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def cpu_system_label(model: str | None = None, cpus: int | None = None) -> str:

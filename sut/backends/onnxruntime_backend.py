@@ -23,6 +23,7 @@ import numpy as np
 from plumbing.errors import BackendError, first_line
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, tight_loop_rows
 from sut.onnx_export import INPUT_NAME, OPSET_VERSION, OUTPUT_NAME, export_onnx
+from sut.cpu_cores import physical_cores
 from sut.cpu_isa import AUTO, INT8_CPU_PATHS, INT8_MAX, CpuIsa, Int8CpuPath, choose_int8_cpu_path, detect_cpu_isa
 from sut.onnx_precision import INT8_ENCODINGS, SIGNED, UNSIGNED, precision_graph, weight_range
 
@@ -44,6 +45,7 @@ class OnnxRuntimeBackend(Backend):
         self._requested_providers: list[str] = []
         # Kept apart from the session so describe() still answers after close().
         self._session_providers: list[str] | None = None
+        self._intra_op_threads: int | None = None
         self._calibration_hash: str | None = None
         self._int8_encoding: str = str(options.extra.get("int8_encoding", UNSIGNED))
         self._int8_cpu_request: str = str(options.extra.get("int8_cpu_path", AUTO))
@@ -89,8 +91,9 @@ class OnnxRuntimeBackend(Backend):
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         for key, value in (path.session_config if path is not None else {}).items():
             session_options.add_session_config_entry(key, value)
-        if self.options.threads is not None:
-            session_options.intra_op_num_threads = int(self.options.threads)
+        # Always set: left at 0, ONNX Runtime also pins its threads to cores (sut/cpu_cores.py).
+        self._intra_op_threads = int(self.options.threads) if self.options.threads is not None else physical_cores()
+        session_options.intra_op_num_threads = self._intra_op_threads
         try:
             session = ort.InferenceSession(
                 str(self._model_path), sess_options=session_options, providers=providers
@@ -189,7 +192,8 @@ class OnnxRuntimeBackend(Backend):
             "calibration_hash": self._calibration_hash,
             "precision": self.model.precision,
             "device": self.options.device,
-            "threads": self.options.threads,
+            "threads": self._intra_op_threads,
+            "threads_source": "--threads" if self.options.threads is not None else "physical cores (unpinned)",
             "graph_optimization": "all",
             "staging": "host",
         }

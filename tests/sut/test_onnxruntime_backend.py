@@ -246,6 +246,7 @@ def test_describe(backend: OnnxRuntimeBackend, cache_dir: Path) -> None:
     assert info["precision"] == "fp32"
     assert info["device"] == "cpu"
     assert info["threads"] == 2
+    assert info["threads_source"] == "--threads"
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
@@ -399,3 +400,20 @@ def test_bad_int8_cpu_path_is_refused_before_any_export(
     with pytest.raises(BackendError, match=message):
         backend.load()
     assert not (tmp_path / "onnx").exists()
+
+
+def test_thread_count_is_always_set_so_onnxruntime_does_not_pin(cache_dir: Path, samples: np.ndarray,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left at 0 ONNX Runtime pins its threads to cores, which made a 2-core host's batch
+    of one take twice as long one time in ten: the count is set even without --threads."""
+    import sut.backends.onnxruntime_backend as module
+
+    monkeypatch.setattr(module, "physical_cores", lambda: 1)
+    backend = OnnxRuntimeBackend(_spec(), BackendOptions(device="cpu", max_batch=2, extra={"cache_dir": cache_dir}))
+    backend.load()
+    try:
+        assert backend._session.get_session_options().intra_op_num_threads == 1
+        info = backend.describe()
+        assert (info["threads"], info["threads_source"]) == (1, "physical cores (unpinned)")
+    finally:
+        backend.close()
