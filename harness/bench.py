@@ -37,6 +37,7 @@ from plumbing.errors import DeepgapError, OutputError, exit_code_epilog
 from plumbing.files import write_atomic
 from plumbing import logs
 from runs.runner import execute, load_backend, make_dataset
+from runs.saved_run import LoadgenSummary, SavedRun
 from sut.backends import backend_info
 from sut.backends.base import MODELS, Backend
 from sut.compiling import COMPILE_MODES
@@ -77,9 +78,12 @@ class Bench:
                            "compile": backend.describe().get("compile")})
         return backend
 
-    def run(self, config: RunConfig, backend: Backend, dataset) -> dict[str, Any]:
+    def run(self, config: RunConfig, backend: Backend, dataset) -> LoadgenSummary:
         outcome = execute(config, show_progress=False, backend=backend, dataset=dataset)
-        return outcome.result["summary"]
+        summary = SavedRun.from_record(outcome.result).summary
+        if summary is None:
+            raise DeepgapError(f"{config.scenario} run wrote no LoadGen summary (status {outcome.result.get('status')})")
+        return summary
 
     def measure(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "precision": self.precision, "compile": self.compile,
@@ -94,7 +98,7 @@ class Bench:
         for _ in range(self.repeats):
             iterations = max(10, int(2.0 / (offline_backend.time_tight_loop(batch, 3) / 3)))
             tight.append(batch * iterations / offline_backend.time_tight_loop(batch, iterations))
-            offline.append(self.run(self.config("Offline"), offline_backend, dataset)["value"])
+            offline.append(self.run(self.config("Offline"), offline_backend, dataset).value)
         offline_backend.close()
         out["tight_loop_qps"], out["offline_qps"] = stats(tight), stats(offline)
         out["offline_vs_tight"] = out["offline_qps"]["mean"] / out["tight_loop_qps"]["mean"]
@@ -114,11 +118,10 @@ class Bench:
             for fraction in loads:
                 cfg = self.config("Server", target_qps=fraction * offline_qps, min_duration_ms=self.search_ms, **knobs)
                 summary = self.run(cfg, backend, dataset)
-                rows.append({**knobs, "load": fraction, "valid": summary["valid"],
-                             "p99_ms": summary["percentiles_ns"]["99.00"] / 1e6,
-                             "p50_ms": summary["percentiles_ns"]["50.00"] / 1e6})
+                rows.append({**knobs, "load": fraction, "valid": summary.valid,
+                             "p99_ms": summary.latency_ms("p99"), "p50_ms": summary.latency_ms("p50")})
                 log.info("grid %s load %.2f: %s p50 %.2f p99 %.2f ms", knobs, fraction,
-                         "VALID" if summary["valid"] else "INVALID", rows[-1]["p50_ms"], rows[-1]["p99_ms"])
+                         "VALID" if summary.valid else "INVALID", rows[-1]["p50_ms"], rows[-1]["p99_ms"])
             backend.close()
         return rows
 
@@ -127,7 +130,7 @@ class Bench:
         backend = self.load(probe)
         knobs = {k: probe.knobs[k] for k in ("max_batch", "batch_timeout_us", "in_flight")}
 
-        confirmations: dict[float, list[dict[str, Any]]] = {}
+        confirmations: dict[float, list[LoadgenSummary]] = {}
 
         def trial(qps: float, duration_ms: int, phase: str) -> Attempt:
             """The study's search (studies.slo) with the bench's stricter confirmation: every
@@ -137,8 +140,8 @@ class Bench:
             summaries = [self.run(config, backend, dataset) for _ in range(runs)]
             if phase == "confirm":
                 confirmations[qps] = summaries
-            valid = all(s["valid"] for s in summaries)
-            p99 = max(s["percentiles_ns"].get("99.00", 0) for s in summaries) / 1e6
+            valid = all(s.valid for s in summaries)
+            p99 = max(s.latency_ms("p99") or 0.0 for s in summaries)
             log.info("server %.0f qps: %s p99 %.2f ms", qps, "VALID" if valid else "INVALID", p99)
             return Attempt(target_qps=qps, duration_ms=duration_ms, phase=phase, valid=valid, latency_ms={"p99": p99})
 
@@ -150,7 +153,7 @@ class Bench:
         if found.max_qps is None or not confirmations:
             raise DeepgapError(f"no Server load found that stays valid ({found.stopped or 'search exhausted'})")
         lo = found.max_qps if found.max_qps in confirmations else list(confirmations)[-1]
-        confirm = [(bool(s["valid"]), s) for s in confirmations[lo]]
+        confirm = [(s.valid, s) for s in confirmations[lo]]
         curve = self.throughput_curve(backend, int(knobs["max_batch"]))
         backend.close()
         return {
@@ -159,8 +162,8 @@ class Bench:
             "server_knobs": knobs,
             "server_target_qps": lo,
             "server_confirm_valid": [ok for ok, _ in confirm],
-            "server_qps": stats([s["value"] for _, s in confirm]),
-            "server_p99_ms": stats([s["percentiles_ns"]["99.00"] / 1e6 for _, s in confirm]),
+            "server_qps": stats([s.value for _, s in confirm]),
+            "server_p99_ms": stats([s.latency_ms("p99") or 0.0 for _, s in confirm]),
             "server_vs_offline": lo / offline_qps,
         }
 
@@ -192,7 +195,7 @@ class Bench:
                 samples.append(time.perf_counter() - start)
             backend_p90.append(float(np.percentile(samples, 90)) * 1e3)
             summary = self.run(self.config("SingleStream"), backend, dataset)
-            loadgen_p90.append(summary["percentiles_ns"]["90.00"] / 1e6)
+            loadgen_p90.append(summary.latency_ms("p90") or 0.0)
         backend.close()
         return {
             "backend_bs1_p90_ms": stats(backend_p90),

@@ -6,6 +6,7 @@ from typing import Any
 
 from plumbing.errors import INVALID_RESULT_EXIT
 from plumbing.logs import LOG_FILE
+from runs.saved_run import LoadgenSummary, SavedRun
 
 _HEADLINE_UNITS = {
     "Samples per second": ("samples/s", 1.0),
@@ -13,17 +14,17 @@ _HEADLINE_UNITS = {
 }
 
 
-def _ms(ns: float | None) -> str:
-    return "-" if ns is None else f"{ns / 1e6:.3f} ms"
+def _ms(value_ms: float | None) -> str:
+    return "-" if value_ms is None else f"{value_ms:.3f} ms"
 
 
-def _hint(scenario: str, summary: dict[str, Any]) -> str | None:
-    if summary["valid"]:
+def _hint(summary: LoadgenSummary) -> str | None:
+    if summary.valid:
         return None
-    if scenario == "Offline" and summary.get("min_duration_satisfied") is False:
+    if summary.scenario == "Offline" and summary.min_duration_satisfied is False:
         return (f"the query finished before the minimum duration; rerun with "
-                f"--target-qps {1.2 * summary['value']:.0f} so LoadGen sizes it for this device")
-    if scenario == "Server":
+                f"--target-qps {1.2 * summary.value:.0f} so LoadGen sizes it for this device")
+    if summary.scenario == "Server":
         return "lower --target-qps, or shorten --batch-timeout-us / --max-batch, until p99 fits the bound"
     return None
 
@@ -37,20 +38,20 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         f"device: {config['device']['name']} ({config['device']['profile']} profile), backend "
         f"{config['backend']} {request['precision']}, max batch {config['knobs']['max_batch']}",
     ]
-    summary = result.get("summary")
-    if summary:
-        verdict = "VALID" if summary["valid"] else f"INVALID (exit code {INVALID_RESULT_EXIT}; the result is kept)"
+    summary = SavedRun.from_record(result).summary
+    if summary is not None:
+        verdict = "VALID" if summary.valid else f"INVALID (exit code {INVALID_RESULT_EXIT}; the result is kept)"
         lines.append(f"result: {verdict}")
-        for reason in summary["invalid_reasons"] if not summary["valid"] else []:
+        for reason in summary.invalid_reasons if not summary.valid else ():
             lines.append(f"  - {reason}")
-        unit, _ = _HEADLINE_UNITS.get(summary["metric"], ("", 1.0))
+        unit, _ = _HEADLINE_UNITS.get(summary.metric, ("", 1.0))
         if unit:
-            lines.append(f"{summary['metric']}: {summary['value']:,.1f} {unit}")
+            lines.append(f"{summary.metric}: {summary.value:,.1f} {unit}")
         else:
-            lines.append(f"{summary['metric'].replace(' (ns)', '')}: {_ms(summary['value'])}")
-        p = summary["percentiles_ns"]
-        lines.append(f"latency p50 {_ms(p.get('50.00'))}  p90 {_ms(p.get('90.00'))}  p99 {_ms(p.get('99.00'))}")
-        hint = _hint(request["scenario"], summary)
+            lines.append(f"{summary.metric.replace(' (ns)', '')}: {_ms(summary.value / 1e6)}")
+        lines.append(f"latency p50 {_ms(summary.latency_ms('p50'))}  p90 {_ms(summary.latency_ms('p90'))}  "
+                     f"p99 {_ms(summary.latency_ms('p99'))}")
+        hint = _hint(summary)
         if hint:
             lines.append(f"hint: {hint}")
     gate = result.get("accuracy_gate")

@@ -13,57 +13,36 @@ import json
 from pathlib import Path
 from typing import Any
 
-from plumbing.errors import ACCURACY_FAILED_EXIT, INVALID_RESULT_EXIT, OK_EXIT, RUN_FAILED_EXIT
 from plumbing.logs import LOG_FILE
+from runs.saved_run import SavedRun
 
 # ---- a run --------------------------------------------------------------------------------
 
 
 def exit_code_of(result: dict[str, Any]) -> int:
-    """A finished run's exit code, from its saved result: 3 failed, 4 accuracy below the
-    rule, 6 INVALID, else 0 (errors/EXIT_CODES)."""
-    if result.get("status") == "failed":
-        return RUN_FAILED_EXIT
-    if (result.get("accuracy") or {}).get("passed") is False:
-        return ACCURACY_FAILED_EXIT
-    summary = result.get("summary")
-    if summary is not None and not summary.get("valid"):
-        return INVALID_RESULT_EXIT
-    return OK_EXIT
-
-
-def samples_per_query(result: dict[str, Any]) -> int:
-    config = result["config"]
-    if config["request"]["scenario"] != "MultiStream":
-        return 1
-    return int(config["loadgen"].get("multi_stream_samples_per_query", 8))
+    """A finished run's exit code, from its saved result (runs/saved_run.py)."""
+    return SavedRun.from_record(result).exit_code
 
 
 def run_fields(result: dict[str, Any]) -> dict[str, Any]:
     """What CI gates on in one saved run: its verdict, headline metric, samples/s and
     latency percentiles (performance), accuracy (accuracy), the accuracy gate."""
-    from runs.results import run_entry  # the sweep's own reading of a run: the same figures
-
-    config = result["config"]
-    request = config["request"]
-    summary = result.get("summary")
+    run = SavedRun.from_record(result)
     fields: dict[str, Any] = {
-        "system": config["system_name"], "model": request["model"], "scenario": request["scenario"],
-        "mode": request["mode"], "precision": request["precision"], "backend": config["backend"],
-        "run_profile": request["run_profile"], "status": result.get("status"),
+        "system": run.system, "model": run.model, "scenario": run.scenario, "mode": run.mode,
+        "precision": run.precision, "backend": run.backend, "run_profile": run.run_profile, "status": run.status,
         "result": None, "invalid_reasons": [], "metric": None, "samples_per_s": None, "latency_ms": None,
     }
-    if summary is not None:
-        entry = run_entry(result, "", samples_per_query(result))
-        fields.update(result="VALID" if summary["valid"] else "INVALID", invalid_reasons=summary["invalid_reasons"],
-                      metric={"name": summary["metric"], "value": summary["value"]},
-                      samples_per_s=entry["samples_per_s"], latency_ms=entry["latency_ms"])
-    accuracy = result.get("accuracy")
-    if accuracy is not None:
-        fields["accuracy"] = {k: accuracy.get(k) for k in ("kind", "percent", "good", "total", "passed", "no_verdict")}
-    gate = result.get("accuracy_gate")
-    if gate is not None:
-        fields["accuracy_gate"] = {"passed": gate.get("passed"), "skipped": bool(gate.get("skipped"))}
+    if run.summary is not None:
+        fields.update(result="VALID" if run.summary.valid else "INVALID",
+                      invalid_reasons=list(run.summary.invalid_reasons),
+                      metric={"name": run.summary.metric, "value": run.summary.value},
+                      samples_per_s=run.samples_per_s, latency_ms=run.latency_ms())
+    if run.accuracy is not None:
+        fields["accuracy"] = {k: run.accuracy.get(k) for k in ("kind", "percent", "good", "total", "passed", "no_verdict")}
+    if run.accuracy_gate is not None:
+        fields["accuracy_gate"] = {"passed": run.accuracy_gate.get("passed"),
+                                   "skipped": bool(run.accuracy_gate.get("skipped"))}
     return fields
 
 

@@ -315,26 +315,3 @@ def _read_json_or_none(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def run_entry(result: dict[str, Any], measurements: str, samples_per_query: int) -> dict[str, Any]:
-    """What study.json keeps of one run's saved result."""
-    summary = result.get("summary") or {}
-    pct = summary.get("percentiles_ns") or {}
-    scenario = summary.get("scenario") or result["config"]["request"]["scenario"]
-    if scenario in ("Offline", "Server"):
-        rate = summary.get("value")
-    else:  # the headline is a latency; the rate is queries/s times samples per query
-        qps = summary.get("qps_with_loadgen_overhead")
-        rate = None if qps is None else qps * samples_per_query
-    if rate is None:
-        harness = result.get("harness") or {}
-        rate = harness.get("samples_completed", 0) / harness["wall_s"] if harness.get("wall_s") else 0.0
-    return {
-        "measurements": measurements,
-        "valid": bool(summary.get("valid")),
-        "status": result.get("status"),
-        "samples_per_s": float(rate),
-        "latency_ms": {k: pct[f"{n}.00"] / 1e6 for k, n in (("p50", 50), ("p90", 90), ("p99", 99)) if f"{n}.00" in pct},
-        "power": result.get("power"),
-    }

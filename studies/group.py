@@ -19,7 +19,8 @@ from runs.config import resolve
 from studies.curves import ladder, spread
 from plumbing.errors import OutputError, RunFailed
 from runs.loadgen_log import parse_detail, parse_summary
-from runs.results import LOADGEN_FILES, ResultPaths, load_measurements, run_entry
+from runs.results import LOADGEN_FILES, ResultPaths, load_measurements
+from runs.saved_run import SavedRun
 from runs.runner import CalibratedOn, RunAbandoned, execute, quality_checks
 from runs.sizing import warmup_batch_seconds
 from studies.slo import Attempt, SearchSettings, failed_rule, search_max_qps
@@ -219,9 +220,7 @@ class Group:
 
     def _entry(self, saved: tuple[dict[str, Any], Path], scenario: str, repeat: int) -> dict[str, Any]:
         result, measurements = saved
-        per_query = int(result["config"]["loadgen"].get("multi_stream_samples_per_query", 8)) \
-            if scenario == "MultiStream" else 1
-        entry = run_entry(result, self.store.relative(measurements), per_query)
+        entry = SavedRun.from_record(result, str(measurements)).study_entry(self.store.relative(measurements))
         entry["repeat"] = repeat
         entry["batch_ms"] = (result.get("sweep") or {}).get("batch_ms")
         return entry
@@ -286,11 +285,11 @@ class Group:
         started = time.monotonic()
         result, measurements = self._execute(root, "Server", duration_ms, {"target_qps": qps},
                                              {"search": self.key, "attempt": index, "phase": phase})
-        entry = run_entry(result, self.store.relative(measurements), 1)
-        summary = result.get("summary") or {}
+        run = SavedRun.from_record(result, str(measurements))
+        entry = run.study_entry(self.store.relative(measurements))
         attempt = Attempt(target_qps=qps, duration_ms=duration_ms, phase=phase, valid=entry["valid"],
                           latency_ms=entry["latency_ms"], achieved_qps=entry["samples_per_s"],
-                          measurements=entry["measurements"], invalid_reasons=summary.get("invalid_reasons", []),
+                          measurements=entry["measurements"], invalid_reasons=list(run.summary.invalid_reasons) if run.summary else [],
                           failed_rule=None if entry["valid"] else _failed_rule(root, result))
         line = _run_line(entry) + (f" ({attempt.failed_rule})" if attempt.failed_rule else "")
         self.sweep.progress.ran(f"{self.key} Server search {phase} {qps:,.1f} QPS", time.monotonic() - started, line)

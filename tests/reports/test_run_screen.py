@@ -17,6 +17,7 @@ def result(valid: bool, scenario: str = "Offline", min_duration_ok: bool = True)
             "knobs": {"max_batch": 256},
         },
         "summary": {
+            "scenario": scenario,
             "valid": valid,
             "invalid_reasons": [] if valid else ["Min duration satisfied: NO"],
             "metric": "Samples per second",
