@@ -26,15 +26,8 @@ import torch
 
 from plumbing.errors import BackendError, ConfigError, DeviceError
 from sut.backends.base import BackendOptions, ModelSpec
-from sut.backends.tensorrt_backend import (
-    TRT_MISSING,
-    TensorRTBackend,
-    build_serialized_engine,
-    io_descriptions,
-    load_or_build_engine,
-    make_logger,
-    profile_max_batch,
-)
+from sut.backends.tensorrt_backend import TRT_MISSING, TensorRTBackend
+from sut.trt_engine import build_serialized_engine, io_descriptions, load_or_build_engine, make_logger, profile_max_batch
 from sut.data import SyntheticDataset
 from sut.trt_plan import (
     FP16_GRAPH,
