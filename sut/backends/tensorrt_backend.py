@@ -5,7 +5,7 @@ Staged samples live in one NCHW buffer in the engine's input dtype (GPU-resident
 default, or pinned host memory). Each in-flight slot owns a CUDA stream, pinned index and
 output buffers, a device input buffer and a device logits buffer sized for max_batch, and
 its own execution contexts (contexts are not thread-safe). With CUDA graphs, each slot
-captures one graph per batch bucket (`batch_buckets`, shared with the torch backend) that
+captures one graph per batch bucket (`batch_buckets`; the slot machinery is sut/backends/cuda_slots.py, shared with the torch backend) that
 copies the row numbers in, gathers the rows, runs the engine, takes the arg-max and copies
 the top-1 out: a batch is one replay.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,8 +30,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from plumbing.errors import BackendError, DeepgapError, DeviceError, one_line
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
-from sut.backends.torch_backend import batch_buckets, fill_slot_rows
+from sut.backends.base import BackendOptions, ModelSpec, tight_loop_rows
+from sut.backends.cuda_slots import CudaSlot, CudaSlotBackend, batch_buckets, new_slot
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from sut.trt_engine import (
     activation_bytes,
@@ -82,40 +81,15 @@ class _Calibration:
 
 
 @dataclass
-class _Slot:
-    stream: Any
-    event: Any
-    idx_host: Any  # pinned int64 (max_batch,)
-    idx_dev: Any  # device int64 (max_batch,)
-    out_host: Any  # pinned int32 (max_batch,)
-    in_dev: Any  # device (max_batch, C, S, S), engine input dtype: the engine reads this
-    logits: Any  # device (max_batch, classes), engine output dtype: the engine writes this
-    idx_np: Any = None
-    out_np: Any = None
-    in_host: Any = None  # host staging only: pinned (max_batch, C, S, S)
+class _TrtSlot(CudaSlot):
+    logits: Any = None  # device (max_batch, classes), engine output dtype: the engine writes this
     context: Any = None  # free-shape context (no-graph path and odd tight-loop sizes)
     context_batch: int = 0  # batch size `context` is currently set to
     scratch: Any = None  # shared activation memory of the user-managed contexts
     contexts: dict[int, Any] = field(default_factory=dict)  # bucket -> fixed-shape context
-    graphs: dict[int, Any] = field(default_factory=dict)  # bucket -> CUDAGraph
-    pool: Any = None
 
 
-class _CudaPending:
-    def __init__(self, backend: "TensorRTBackend", slot: _Slot, count: int) -> None:
-        self._backend = backend
-        self._slot = slot
-        self._count = count
-
-    def wait(self) -> np.ndarray:
-        self._slot.event.synchronize()
-        return self._slot.out_np[: self._count]
-
-    def release(self) -> None:
-        self._backend._free_slots.put(self._slot)
-
-
-class TensorRTBackend(Backend):
+class TensorRTBackend(CudaSlotBackend):
     """TensorRT engines on one CUDA GPU. Options read from `options.extra`:
     cache_dir (deepgap cache root), calibration (int8: .activation_amax, .weight_scales,
     .cache_hash), trt_workspace_bytes (default 4 GiB), trt_tf32 (default True, TensorRT's
@@ -140,9 +114,7 @@ class TensorRTBackend(Backend):
         self._in_dtype: Any = None
         self._out_dtype: Any = None
         self._staged: Any = None
-        self._slots: list[_Slot] = []
-        self._free_slots: queue.Queue = queue.Queue()
-        self._bucket_for: list[int] = []
+        self._reset_slots()
         self._graphs_note = "not built"
         self._info: dict[str, Any] = {}
 
@@ -339,13 +311,10 @@ class TensorRTBackend(Backend):
             slot.contexts.clear()
             slot.context = None
             slot.scratch = None
-        self._slots = []
-        self._free_slots = queue.Queue()
+        self._reset_slots()
 
     def _build_slots(self) -> None:
-        max_batch = self.options.max_batch
-        buckets = batch_buckets(max_batch)
-        self._bucket_for = [0] + [next(b for b in buckets if b >= n) for n in range(1, max_batch + 1)]
+        buckets = batch_buckets(self.options.max_batch)
         self._graphs_note = "off (disabled by option)"
         if self.options.cuda_graphs:
             try:
@@ -382,19 +351,13 @@ class TensorRTBackend(Backend):
         max_batch = self.options.max_batch
         in_shape = plan.input_shape(max_batch)
         for _ in range(max(1, self.options.in_flight)):
-            slot = _Slot(
-                stream=torch.cuda.Stream(self._device),
-                event=torch.cuda.Event(),
-                idx_host=torch.zeros(max_batch, dtype=torch.int64, pin_memory=True),
-                idx_dev=torch.zeros(max_batch, dtype=torch.int64, device=self._device),
-                out_host=torch.zeros(max_batch, dtype=torch.int32, pin_memory=True),
-                in_dev=torch.zeros(in_shape, dtype=self._in_dtype, device=self._device),
-                logits=torch.zeros(plan.output_shape(max_batch), dtype=self._out_dtype, device=self._device),
-            )
-            slot.idx_np, slot.out_np = slot.idx_host.numpy(), slot.out_host.numpy()
+            slot = new_slot(torch, self._device, max_batch, _TrtSlot,
+                            in_dev=torch.zeros(in_shape, dtype=self._in_dtype, device=self._device),
+                            logits=torch.zeros(plan.output_shape(max_batch), dtype=self._out_dtype,
+                                               device=self._device))
             if self._staged.device != slot.in_dev.device:
                 slot.in_host = torch.zeros(in_shape, dtype=self._in_dtype, pin_memory=True)
-            self._slots.append(slot)  # listed first so a failure below still frees it
+            self._add_slot(slot)  # listed first so a failure below still frees it
             if graphs:
                 # One block of activation memory for all of this slot's contexts: they run
                 # one after another on the slot's stream, never at the same time.
@@ -405,14 +368,15 @@ class TensorRTBackend(Backend):
                 slot.pool = torch.cuda.graph_pool_handle()
                 for bucket in batch_buckets(max_batch):
                     slot.contexts[bucket] = self._new_context(slot, batch=bucket)
-                    slot.graphs[bucket] = self._capture(slot, bucket)
+                    # TensorRT's CUDA-graph guidance: enqueue once after setting the shape
+                    # (it does shape-dependent setup then), outside the capture.
+                    slot.graphs[bucket] = self._capture(slot, bucket, 1, slot.contexts[bucket])
             else:
                 slot.context = self._new_context(slot)
         torch.cuda.synchronize(self._device)
-        for slot in self._slots:
-            self._free_slots.put(slot)
+        self._open_slots()
 
-    def _new_context(self, slot: _Slot, batch: int | None = None) -> Any:
+    def _new_context(self, slot: _TrtSlot, batch: int | None = None) -> Any:
         """An execution context bound to the slot's buffers; with `batch`, its input shape
         is fixed to that batch for good (a graph is captured against it)."""
         if slot.scratch is not None:
@@ -441,7 +405,7 @@ class TensorRTBackend(Backend):
                 f"TensorRT refused input shape {list(shape)}: {self._logger.recent_errors() or 'outside the profile'}"
             )
 
-    def _batch_body(self, slot: _Slot, count: int, context: Any) -> None:
+    def _batch_body(self, slot: _TrtSlot, count: int, context: Any) -> None:
         """One batch on the current stream, host buffers to host buffers: row numbers (or
         host-staged pixels) in, gather, engine, arg-max, top-1 out. `context` must already
         have its input shape set to `count`."""
@@ -458,52 +422,15 @@ class TensorRTBackend(Backend):
         top1 = slot.logits[:count].argmax(dim=1).to(torch.int32)
         slot.out_host[:count].copy_(top1, non_blocking=True)
 
-    def _capture(self, slot: _Slot, bucket: int) -> Any:
-        torch = self._torch
-        context = slot.contexts[bucket]
-        # TensorRT's CUDA-graph guidance: enqueue once after setting the shape (it does
-        # shape-dependent setup then), outside the capture.
-        with torch.cuda.stream(slot.stream):
-            self._batch_body(slot, bucket, context)
-        slot.stream.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream):
-            self._batch_body(slot, bucket, context)
-        return graph
-
     # -- running -----------------------------------------------------------------------
 
     def run_batch(self, rows: np.ndarray):
         self._require_loaded()
-        count = len(rows)
-        if count == 0:
-            return DonePending(np.empty(0, dtype=np.int32))
-        if count > self.options.max_batch:
-            raise BackendError(f"batch of {count} exceeds max batch {self.options.max_batch}")
-        if not self._slots:
+        if len(rows) and not self._slots:
             raise BackendError("tensorrt backend has no staging buffer (allocate_staging)")
-        rows = staged_rows(rows, self._staged.shape[0])
-        slot = self._free_slots.get()
-        try:
-            self._launch(slot, rows, count)
-        except BaseException:
-            self._free_slots.put(slot)
-            raise
-        return _CudaPending(self, slot, count)
+        return self._run_in_slot(rows)
 
-    def _launch(self, slot: _Slot, rows: np.ndarray, count: int) -> None:
-        torch = self._torch
-        fill_slot_rows(self._torch, self._staged, slot, rows)
-        # Entries past `count` keep earlier, valid rows or pixels: bucket padding computes
-        # throwaway results instead of reading out of bounds.
-        with torch.cuda.stream(slot.stream):
-            if slot.graphs:
-                slot.graphs[self._bucket_for[count]].replay()
-            else:
-                self._run_free(slot, count)
-            slot.event.record(slot.stream)
-
-    def _run_free(self, slot: _Slot, count: int) -> None:
+    def _run_ungraphed(self, slot: _TrtSlot, count: int) -> None:
         if slot.context_batch != count:
             self._set_shape(slot.context, count)
             slot.context_batch = count
@@ -527,7 +454,7 @@ class TensorRTBackend(Backend):
             else:
                 slot.idx_np[:count] = np.arange(count)
             with torch.cuda.stream(slot.stream):
-                self._run_free(slot, count)
+                self._run_ungraphed(slot, count)
             slot.stream.synchronize()
             return slot.logits[:count].float().cpu().numpy()
         finally:
@@ -535,31 +462,10 @@ class TensorRTBackend(Backend):
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         self._require_loaded()
-        torch = self._torch
         if self._staged is None or not self._slots:
             raise BackendError("tensorrt backend has no staging buffer (allocate_staging)")
         rows = tight_loop_rows(batch_size, self._staged.shape[0], self.options.max_batch)
-        slot = self._free_slots.get()
-        try:
-            fill_slot_rows(self._torch, self._staged, slot, rows)
-            graph = slot.graphs.get(batch_size)
-            if graph is not None:
-                run = graph.replay
-            else:
-                def run() -> None:
-                    self._run_free(slot, batch_size)
-            with torch.cuda.stream(slot.stream):
-                run()
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record(slot.stream)
-                for _ in range(iterations):
-                    run()
-                end.record(slot.stream)
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0
-        finally:
-            self._free_slots.put(slot)
+        return self._time_in_slot(rows, iterations)
 
     # -- reporting ---------------------------------------------------------------------
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import gc
 import logging
-import queue
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from plumbing.errors import BackendError, DeviceError
-from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
+from sut.backends.base import BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
+from sut.backends.cuda_slots import CudaSlot, CudaSlotBackend, batch_buckets, new_slot
 from sut.compiling import CompileRecord, compile_network, eager_record, release_compiled
 from sut.models import build_model, weights_description
 
@@ -29,64 +28,7 @@ log = logging.getLogger(__name__)
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def batch_buckets(max_batch: int) -> list[int]:
-    """Batch sizes that get a CUDA graph; a batch runs in the smallest bucket that fits.
-
-    1, 2, 4, 8, then four steps per doubling (10, 12, 14, 16, 20, 24, ...), capped by
-    max_batch: padding wastes at most a fifth of a batch. Coarser (power-of-two) buckets
-    waste up to half, which under Server load turns spare capacity into queueing.
-    """
-    buckets = [b for b in (1, 2, 4, 8) if b < max_batch]
-    power = 8
-    while power < max_batch:
-        step = power // 4
-        buckets.extend(b for b in range(power + step, 2 * power + 1, step) if b < max_batch)
-        power *= 2
-    buckets.append(max_batch)
-    return buckets
-
-
-def fill_slot_rows(torch: Any, staged: Any, slot: Any, rows: np.ndarray) -> None:
-    """Put a batch's checked rows (from `staged_rows` or `tight_loop_rows`, the only way rows
-    reach a slot) into the slot's row buffer, or with host staging their pixels into its
-    pinned input buffer. Shared by the torch and TensorRT backends, whose slots both have
-    `idx_np` and `in_host`."""
-    if slot.in_host is not None:
-        torch.index_select(staged, 0, torch.from_numpy(rows), out=slot.in_host[: len(rows)])
-    else:
-        slot.idx_np[: len(rows)] = rows
-
-
-@dataclass
-class _Slot:
-    stream: Any
-    event: Any
-    idx_host: Any  # pinned int64 (max_batch,)
-    idx_dev: Any  # device int64 (max_batch,)
-    out_host: Any  # pinned int32 (max_batch,)
-    idx_np: Any = None  # numpy views of the pinned buffers, made once
-    out_np: Any = None
-    in_host: Any = None  # host staging only: pinned (max_batch, S, S, 3)
-    in_dev: Any = None  # host staging only: device (max_batch, S, S, 3)
-    graphs: dict[int, Any] = field(default_factory=dict)  # bucket -> CUDAGraph
-    pool: Any = None
-
-
-class _CudaPending:
-    def __init__(self, backend: "TorchBackend", slot: _Slot, count: int) -> None:
-        self._backend = backend
-        self._slot = slot
-        self._count = count
-
-    def wait(self) -> np.ndarray:
-        self._slot.event.synchronize()
-        return self._slot.out_np[: self._count]
-
-    def release(self) -> None:
-        self._backend._free_slots.put(self._slot)
-
-
-class TorchBackend(Backend):
+class TorchBackend(CudaSlotBackend):
     name = "torch"
 
     def __init__(self, model: ModelSpec, options: BackendOptions) -> None:
@@ -94,8 +36,7 @@ class TorchBackend(Backend):
         self._torch: Any = None
         self._net: Any = None
         self._staged: Any = None
-        self._slots: list[_Slot] = []
-        self._free_slots: queue.Queue = queue.Queue()
+        self._reset_slots()
         self._lock = threading.Lock()
         self._compiled: CompileRecord | None = None
 
@@ -169,7 +110,7 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             return self._net(self._images(nhwc)).argmax(dim=1).to(torch.int32)
 
-    def _batch_body(self, slot: _Slot, count: int) -> None:
+    def _batch_body(self, slot: CudaSlot, count: int) -> None:
         """One batch on the current stream, host buffers to host buffers: copy the row
         numbers (or host-staged pixels) in, gather, infer, copy the top-1 out. Captured
         whole into a CUDA graph, so a launch is one replay."""
@@ -206,36 +147,28 @@ class TorchBackend(Backend):
 
     def _build_slots(self) -> None:
         torch = self._torch
-        self._slots = []
-        self._free_slots = queue.Queue()
+        self._reset_slots()
         max_batch = self.options.max_batch
-        buckets = batch_buckets(max_batch)
-        self._bucket_for = [0] + [next(b for b in buckets if b >= n) for n in range(1, max_batch + 1)]
         for _ in range(max(1, self.options.in_flight)):
-            slot = _Slot(
-                stream=torch.cuda.Stream(self._device),
-                event=torch.cuda.Event(),
-                idx_host=torch.zeros(max_batch, dtype=torch.int64, pin_memory=True),
-                idx_dev=torch.zeros(max_batch, dtype=torch.int64, device=self._device),
-                out_host=torch.zeros(max_batch, dtype=torch.int32, pin_memory=True),
-            )
-            slot.idx_np, slot.out_np = slot.idx_host.numpy(), slot.out_host.numpy()
+            buffers = {}
             if self._staged.device != self._device:
                 shape = (max_batch, *self._staged.shape[1:])
-                slot.in_host = torch.zeros(shape, dtype=self._dtype, pin_memory=True)
-                slot.in_dev = torch.zeros(shape, dtype=self._dtype, device=self._device)
+                buffers = {"in_host": torch.zeros(shape, dtype=self._dtype, pin_memory=True),
+                           "in_dev": torch.zeros(shape, dtype=self._dtype, device=self._device)}
+            slot = new_slot(torch, self._device, max_batch, **buffers)
             if self.options.cuda_graphs:
                 slot.pool = torch.cuda.graph_pool_handle()
                 # Largest first: every graph's intermediates are freed when its capture
                 # ends, so smaller graphs reuse the largest one's memory and a slot's pool
                 # stays near one batch's peak. Ascending order left each larger capture
                 # new segments: about 25 GB a slot for resnet50 fp32 up to batch 512.
-                # Sharing is safe because a slot replays one graph at a time.
+                # Sharing is safe because a slot replays one graph at a time. Two warm-ups
+                # on the slot's stream run cuDNN autotuning outside the capture.
                 for bucket in sorted(batch_buckets(max_batch), reverse=True):
-                    slot.graphs[bucket] = self._capture(slot, bucket)
-            self._slots.append(slot)
-            self._free_slots.put(slot)
+                    slot.graphs[bucket] = self._capture(slot, bucket, 2)
+            self._add_slot(slot)
         torch.cuda.synchronize(self._device)
+        self._open_slots()
         log.info(
             "torch: %d CUDA slot(s), graphs for batch buckets %s; %.1f GiB reserved on %s",
             len(self._slots),
@@ -244,48 +177,15 @@ class TorchBackend(Backend):
             self._device,
         )
 
-    def _capture(self, slot: _Slot, bucket: int):
-        torch = self._torch
-        # Warm-up on the slot's stream runs cuDNN autotuning outside the capture.
-        with torch.cuda.stream(slot.stream):
-            for _ in range(2):
-                self._batch_body(slot, bucket)
-        slot.stream.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream):
-            self._batch_body(slot, bucket)
-        return graph
-
     def run_batch(self, rows: np.ndarray):
         if self._staged is None:
             raise BackendError("torch backend: no staged samples (not loaded, or closed)")
-        rows = staged_rows(rows, self._staged.shape[0])
         if not self._cuda:
+            rows = staged_rows(rows, self._staged.shape[0])
             rows_t = self._torch.from_numpy(np.asarray(rows, dtype=np.int64))
             nhwc = self._torch.index_select(self._staged, 0, rows_t)
             return DonePending(self._infer(nhwc).numpy())
-        count = len(rows)
-        if count > self.options.max_batch:
-            raise BackendError(f"batch of {count} exceeds max batch {self.options.max_batch}")
-        slot = self._free_slots.get()
-        try:
-            self._launch(slot, rows, count)
-        except BaseException:
-            self._free_slots.put(slot)
-            raise
-        return _CudaPending(self, slot, count)
-
-    def _launch(self, slot: _Slot, rows: np.ndarray, count: int) -> None:
-        torch = self._torch
-        fill_slot_rows(self._torch, self._staged, slot, rows)
-        # Entries past `count` keep earlier, valid rows or pixels: the padding computes
-        # throwaway results instead of reading out of bounds.
-        with torch.cuda.stream(slot.stream):
-            if slot.graphs:
-                slot.graphs[self._bucket_for[count]].replay()
-            else:
-                self._batch_body(slot, count)
-            slot.event.record(slot.stream)
+        return self._run_in_slot(rows)
 
     def logits(self, samples: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -294,7 +194,6 @@ class TorchBackend(Backend):
             return self._net(self._images(nhwc.to(self._device, self._dtype))).float().cpu().numpy()
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
-        torch = self._torch
         import time
 
         if self._staged is None:
@@ -307,26 +206,7 @@ class TorchBackend(Backend):
             for _ in range(iterations):
                 self._infer(nhwc)
             return time.perf_counter() - start
-        slot = self._free_slots.get()
-        try:
-            fill_slot_rows(self._torch, self._staged, slot, rows)
-            graph = slot.graphs.get(batch_size)
-            if graph is not None:
-                run = graph.replay
-            else:
-                def run() -> None:
-                    self._batch_body(slot, batch_size)
-            with torch.cuda.stream(slot.stream):
-                run()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record(slot.stream)
-                for _ in range(iterations):
-                    run()
-                end.record(slot.stream)
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0
-        finally:
-            self._free_slots.put(slot)
+        return self._time_in_slot(rows, iterations)
 
     def describe(self) -> dict[str, Any]:
         torch = self._torch
@@ -358,8 +238,7 @@ class TorchBackend(Backend):
         return info
 
     def close(self) -> None:
-        self._slots = []
-        self._free_slots = queue.Queue()
+        self._reset_slots()
         self._staged = None
         self._net = None
         if self._compiled is not None:

@@ -9,7 +9,8 @@ import torch
 
 from plumbing.errors import BackendError, DeviceError
 from sut.backends.base import BackendOptions, ModelSpec, staged_rows, tight_loop_rows
-from sut.backends.torch_backend import TorchBackend, batch_buckets
+from sut.backends.cuda_slots import batch_buckets
+from sut.backends.torch_backend import TorchBackend
 from sut.data import SyntheticDataset
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
