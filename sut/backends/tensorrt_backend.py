@@ -24,34 +24,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from plumbing.errors import BackendError, DeepgapError, DeviceError, one_line
+from plumbing.errors import BackendError, DeviceError, one_line
 from sut.backends.base import BackendOptions, ModelSpec, tight_loop_rows
 from sut.backends.cuda_slots import CudaSlot, CudaSlotBackend, batch_buckets, new_slot
-from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from sut.onnx_export import INPUT_NAME, OUTPUT_NAME
+from sut.trt_prepare import prepare_engine, read_calibration
 from sut.trt_engine import (
     activation_bytes,
     attach_device_memory,
-    build_serialized_engine,
-    io_descriptions,
-    load_or_build_engine,
-    make_logger,
-    profile_max_batch,
     user_managed_context,
 )
 from sut.trt_plan import (
-    FP32_EXPORT,
     BindingPlan,
-    engine_cache_key,
-    engine_cache_path,
-    engine_stem,
-    file_sha256,
     onnx_for_precision,
-    profile_shapes,
 )
 
 log = logging.getLogger(__name__)
@@ -60,24 +49,11 @@ TRT_MISSING = (
     "TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer, which downloads "
     "NVIDIA's libraries from NVIDIA's package index); use --backend torch meanwhile"
 )
-INT8_NEEDS_CALIBRATION = (
-    "int8 needs a calibration cache (activation_amax, weight_scales and cache_hash from the "
-    "calibration step on the MLPerf calibration set), passed to the tensorrt backend as "
-    "options.extra['calibration']; run calibration first, or use fp16/fp32"
-)
-DEFAULT_WORKSPACE_BYTES = 4 << 30
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16"}
 
 
 # -- the backend -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Calibration:
-    activation_amax: dict[str, float]
-    weight_scales: dict[str, Any]
-    cache_hash: str
 
 
 @dataclass
@@ -147,113 +123,15 @@ class TensorRTBackend(CudaSlotBackend):
         gpu = torch.cuda.get_device_name(self._device)
         capability = tuple(torch.cuda.get_device_capability(self._device))
 
-        max_batch = int(self.options.max_batch)
-        shapes = profile_shapes(self.model.image_size, 1, max_batch, max_batch)
-        extra = self.options.extra
-        cache_dir = extra.get("cache_dir")
-        workspace = int(extra.get("trt_workspace_bytes", DEFAULT_WORKSPACE_BYTES))
-        tf32 = bool(extra.get("trt_tf32", True))
-
-        fp32_path = export_onnx(self.model, cache_dir)
-        onnx_path = self._graph_for(graph_kind, fp32_path, calibration)
-        onnx_sha = file_sha256(onnx_path)
-        calibration_hash = str(calibration.cache_hash) if calibration is not None else None
-        settings = {"workspace": workspace, "tf32": tf32, "strongly_typed": True}
-        key = engine_cache_key(
-            gpu, capability, trt.__version__, self.model.name, precision,
-            1, max_batch, max_batch, self.model.image_size, onnx_sha, calibration_hash,
-            settings=settings,
-        )
-        stem = engine_stem(
-            self.model.name, self.model.image_size, precision, max_batch, gpu, capability,
-            trt.__version__,
-        )
-        engine_path = engine_cache_path(cache_dir, key, stem)
-        metadata = {
-            "key": key, "gpu": gpu, "compute_capability": list(capability),
-            "tensorrt": trt.__version__, "model": self.model.name, "precision": precision,
-            "image_size": self.model.image_size, "profile": [list(s) for s in shapes],
-            "onnx": str(onnx_path), "onnx_sha256": onnx_sha, "calibration_hash": calibration_hash,
-            "settings": settings,
-        }
-
-        self._logger = make_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
-        engine, status = load_or_build_engine(
-            trt, self._logger, self._runtime, engine_path,
-            lambda: build_serialized_engine(trt, self._logger, onnx_path, shapes, workspace, tf32),
-            metadata,
-        )
-        plan = BindingPlan.from_descriptions(
-            io_descriptions(trt, engine), self.model.num_classes, self.model.image_size,
-            max_batch=profile_max_batch(engine),
-        )
-        if plan.max_batch is not None and plan.max_batch < max_batch:
-            raise BackendError(
-                f"engine {engine_path.name} allows batches up to {plan.max_batch}, not "
-                f"{max_batch}; delete it to rebuild"
-            )
-        self._engine, self._plan = engine, plan
-        self._in_dtype = getattr(torch, _TORCH_DTYPES[plan.input.dtype])
-        self._out_dtype = getattr(torch, _TORCH_DTYPES[plan.output.dtype])
-        self._info = {
-            "tensorrt": trt.__version__,
-            "engine_path": str(engine_path),
-            "engine_cache": status,
-            "engine_key": key,
-            "onnx_graph": graph_kind,
-            "onnx_path": str(onnx_path),
-            "calibration_hash": calibration_hash,
-            "gpu": gpu,
-            "compute_capability": f"{capability[0]}.{capability[1]}",
-            "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
-            "input_dtype": plan.input.dtype,
-            "output_dtype": plan.output.dtype,
-            "strongly_typed": True,
-            "workspace_bytes": workspace,
-            "builder_tf32": tf32,
-            "activation_bytes": activation_bytes(engine),
-        }
-        log.info(
-            "tensorrt %s: %s engine (%s) on %s, input %s, batches 1..%d",
-            trt.__version__, precision, "cache hit" if status == "hit" else status, gpu,
-            plan.input.dtype, max_batch,
-        )
+        prepared = prepare_engine(trt, self.model, self.options.extra, int(self.options.max_batch), gpu, capability,
+                                  graph_kind, calibration)
+        self._logger, self._runtime = prepared.logger, prepared.runtime
+        self._engine, self._plan, self._info = prepared.engine, prepared.plan, prepared.info
+        self._in_dtype = getattr(torch, _TORCH_DTYPES[prepared.plan.input.dtype])
+        self._out_dtype = getattr(torch, _TORCH_DTYPES[prepared.plan.output.dtype])
 
     def _calibration(self) -> Any:
-        """options.extra["calibration"] as an object with .activation_amax (tensor name ->
-        amax), .weight_scales (initializer name -> per-channel scales) and .cache_hash.
-        calibration.cache.CalibrationCache (.activations[name].amax, .weights[name].scales,
-        .cache_hash) is accepted too and read into that shape."""
-        calibration = self.options.extra.get("calibration")
-        if calibration is None or not hasattr(calibration, "cache_hash"):
-            raise BackendError(INT8_NEEDS_CALIBRATION)
-        if hasattr(calibration, "activation_amax") and hasattr(calibration, "weight_scales"):
-            return calibration
-        if hasattr(calibration, "activations") and hasattr(calibration, "weights"):
-            return _Calibration(
-                activation_amax={name: float(r.amax) for name, r in calibration.activations.items()},
-                weight_scales={name: w.scales for name, w in calibration.weights.items()},
-                cache_hash=str(calibration.cache_hash),
-            )
-        raise BackendError(INT8_NEEDS_CALIBRATION)
-
-    def _graph_for(self, graph_kind: str, fp32_path: Path, calibration: Any) -> Path:
-        """The ONNX file TensorRT parses: for int8, ONNX Runtime's placement and ranges with
-        every activation int8 (TensorRT accepts no other Q/DQ encoding)."""
-        if graph_kind == FP32_EXPORT:
-            return fp32_path
-        from sut.onnx_precision import SIGNED, precision_graph
-
-        try:
-            return precision_graph(self.model.precision, fp32_path, calibration, SIGNED)
-        except DeepgapError:  # the converters' own ConfigError/BackendError say it best
-            raise
-        except Exception as exc:
-            raise BackendError(
-                f"making the {graph_kind} ONNX graph from {fp32_path.name} failed: "
-                f"{one_line(str(exc)) or type(exc).__name__}"
-            ) from exc
+        return read_calibration(self.options.extra)
 
     def close(self) -> None:
         torch = self._torch
