@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runs.accuracy_log import deduplicate_by_qsl_idx, parse_accuracy_log
+from sut.backends import backend_info
 from sut.backends.base import BackendOptions, ModelSpec
 from sut.data import Dataset
 
@@ -151,7 +152,7 @@ def score_run(config: RunConfig, run_dir: Path, dataset: Dataset) -> AccuracyRes
     scored = np.fromiter(predictions.keys(), dtype=np.int64, count=len(predictions))
     if labels is not None:
         result = score(predictions, labels, "accuracy")
-        if config.request.precision == "fp32" and config.backend == "torch":
+        if config.request.precision == "fp32" and backend_info(config.backend).fp32_reference:
             # The run is the FP32 reference itself.
             reference_good, source = result.good, "this run (FP32 torch)"
         else:

@@ -22,7 +22,7 @@ from plumbing.errors import ConfigError
 from runs.userconf import UserConf, key_rule, to_attr_value
 from scenarios.profiles import DEFAULT_RUN_PROFILE, load_run_profile
 from runs.backend_choice import choose_backend
-from sut.backends import BACKENDS, backend_info
+from sut.backends import BACKENDS, REGISTRY, backend_info
 from sut.backends.base import MODELS, PRECISIONS, ModelSpec
 from sut.compiling import COMPILE_MODES
 from sut.cpu_isa import AUTO, INT8_CPU_PATHS
@@ -239,10 +239,10 @@ def resolve(request: CliRequest) -> RunConfig:
     device = resolve_device(request.gpu)
     backend = choose_backend(request, device)
     if request.int8_cpu_path != AUTO and not (
-        backend == "onnxruntime" and device.device == "cpu" and request.precision == "int8"
+        backend_info(backend).int8_cpu_paths and device.device == "cpu" and request.precision == "int8"
     ):
         raise ConfigError(f"--int8-cpu-path {request.int8_cpu_path} applies to --precision int8 with the "
-                          f"onnxruntime backend on the CPU, not {request.precision} with {backend} on {device.device}")
+                          f"{_int8_cpu_path_backends()} backend on the CPU, not {request.precision} with {backend} on {device.device}")
     scenario, model, precision = request.scenario, request.model, request.precision
     profile_values = device.profile.settings_for(model, precision, scenario)
     profile_name = f"GPU profile {device.profile.name} ({device.profile.path.name})"
@@ -347,3 +347,7 @@ def _fix_batch_for_scenario(request: CliRequest, knobs: _Layers, loadgen: _Layer
     if request.max_batch is not None and request.max_batch != required:
         raise ConfigError(f"--max-batch {request.max_batch} does not fit: {why} (max batch {required})")
     knobs.apply(why, {"max_batch": required})
+
+
+def _int8_cpu_path_backends() -> str:
+    return " or ".join(info.name for info in REGISTRY.values() if info.int8_cpu_paths)

@@ -34,6 +34,7 @@ from runs.runner import RunAbandoned, load_backend, make_dataset
 from studies.group import Group
 from studies.study import StudyPlan, StudyStore, build_study, group_key
 from runs.system import backend_label, describe_system
+from sut.backends import backend_info
 from sut.backends.base import Backend
 
 
@@ -136,7 +137,7 @@ class Sweep:
         resuming = self.store.begin(self.plan)
         self.slo_conf = self.store.slo_conf(self.plan.slo)
         self.system = study_system(groups[0].load_config, {g.load_config.knobs["compile"] for g in groups
-                                                           if g.backend_name == "torch"})
+                                                           if backend_info(g.backend_name).compiles})
         previous = self.store.root / "study.json"
         if resuming and previous.exists():
             self._created = load_study_created(previous)

@@ -31,6 +31,8 @@ class BackendInfo:
     device_staging: bool = False  # keeps the performance set in GPU memory on CUDA (--staging applies)
     compiles: bool = False  # acts on --compile (torch.compile)
     infers: bool = True  # False: answers without inference (no calibration, no accuracy gate)
+    int8_cpu_paths: bool = False  # its int8 on the CPU takes --int8-cpu-path (sut/cpu_isa.py)
+    fp32_reference: bool = False  # its fp32 run is the FP32 reference the accuracy rule compares with
 
     def runs_on(self, kind: str, precision: str) -> bool:
         return precision in self.runs.get(kind, ())
@@ -43,10 +45,11 @@ class BackendInfo:
 _ALL = ("fp32", "fp16", "bf16", "int8")
 REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
     BackendInfo("torch", "sut.backends.torch_backend", "TorchBackend",
-                {CPU: ("fp32",), CUDA: ("fp32", "fp16", "bf16")}, device_staging=True, compiles=True),
+                {CPU: ("fp32",), CUDA: ("fp32", "fp16", "bf16")}, device_staging=True, compiles=True,
+                fp32_reference=True),
     BackendInfo("onnxruntime", "sut.backends.onnxruntime_backend", "OnnxRuntimeBackend",
                 {CPU: ("fp32", "int8"), CUDA: ("fp32", "int8")}, package="onnxruntime",
-                install="onnxruntime is not installed: pip install onnxruntime"),
+                install="onnxruntime is not installed: pip install onnxruntime", int8_cpu_paths=True),
     BackendInfo("tensorrt", "sut.backends.tensorrt_backend", "TensorRTBackend",
                 {CUDA: ("fp32", "fp16", "int8")}, package="tensorrt", install=TENSORRT_INSTALL,
                 device_staging=True),

@@ -56,3 +56,17 @@ def test_the_default_is_the_first_installed_backend_of_the_order(monkeypatch):
         default_backend("int8", on_cpu=True)  # only onnxruntime runs int8 on the CPU: say what to install
     with pytest.raises(BackendError, match="no INT8 runtime for CUDA GPUs is installed. TensorRT is not installed"):
         default_backend("int8", on_cpu=False)
+
+
+def test_declared_roles_match_what_each_backend_runs() -> None:
+    """--int8-cpu-path goes to backends that run int8 on the CPU; exactly one backend is
+    the FP32 reference, and it runs fp32 on the CPU and on CUDA (the accuracy rule and the
+    gate compare with it wherever a run happens)."""
+    from sut.backends import REGISTRY
+
+    for info in REGISTRY.values():
+        if info.int8_cpu_paths:
+            assert info.runs_on("cpu", "int8"), info.name
+    references = [info for info in REGISTRY.values() if info.fp32_reference]
+    assert len(references) == 1
+    assert references[0].runs_on("cpu", "fp32") and references[0].runs_on("cuda", "fp32")
