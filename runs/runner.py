@@ -30,6 +30,7 @@ from runs.progress import Progress
 from runs.results import (ResultPaths, RunFolder, record_run, remove_empty_loadgen_files, write_json_atomic,
                              write_result_file)
 from runs.run_flags import command_for
+from runs.saved_run import LoadgenSummary
 from runs.sizing import size_run_from_warmup
 from runs.system import describe_system
 from runs.userconf import render as render_user_conf
@@ -370,19 +371,14 @@ def _result_json(config: RunConfig, started: dt.datetime, dataset: Dataset, back
         if detail.result.get("validity") == "INVALID" and valid:
             valid = False
             reasons.append(f"detail log: {detail.result.get('invalid_reason') or 'result_validity INVALID'}")
-        result["summary"] = {
-            "scenario": summary.scenario,
-            "valid": valid,
-            "invalid_reasons": reasons,
-            "metric": summary.headline_metric_name,
-            "value": summary.headline_value,
-            "percentiles_ns": summary.percentiles_ns,
-            "mean_latency_ns": summary.mean_latency_ns,
-            "qps_with_loadgen_overhead": summary.qps_with_loadgen_overhead,
-            "early_stopping_satisfied": summary.early_stopping_satisfied,
-            "min_duration_satisfied": summary.min_duration_satisfied,
-            "min_queries_satisfied": summary.min_queries_satisfied,
-        }
+        result["summary"] = LoadgenSummary(
+            scenario=summary.scenario, valid=valid, invalid_reasons=tuple(reasons),
+            metric=summary.headline_metric_name, value=summary.headline_value,
+            percentiles_ns=summary.percentiles_ns, qps_with_loadgen_overhead=summary.qps_with_loadgen_overhead,
+            min_duration_satisfied=summary.min_duration_satisfied, mean_latency_ns=summary.mean_latency_ns,
+            early_stopping_satisfied=summary.early_stopping_satisfied,
+            min_queries_satisfied=summary.min_queries_satisfied,
+        ).to_json()
     if accuracy is not None:
         result["accuracy"] = accuracy.to_json()
     return result

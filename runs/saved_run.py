@@ -1,7 +1,7 @@
 """One run's saved record, read back typed: the one reader of a run in measurements.json.
 
 The runner writes each run's record once (runs/runner.py, under measurements.json's "runs"
-or "compliance"); every reader that needs its figures (the run screen, --json summaries
+or "compliance"; its LoadGen figures as `LoadgenSummary.to_json`); every reader that needs its figures (the run screen, --json summaries
 and exit codes, the submission screen, the sweep's study entries, the bench) takes them
 from `SavedRun.from_record`, so a percentile, a rate or a verdict is read in one way
 everywhere. A record without the fields it needs is an OutputError naming what is missing.
@@ -10,7 +10,7 @@ everywhere. A record without the fields it needs is an OutputError naming what i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from plumbing.errors import (ACCURACY_FAILED_EXIT, INVALID_RESULT_EXIT, OK_EXIT, RUN_FAILED_EXIT, OutputError)
@@ -42,19 +42,30 @@ class LoadgenSummary:
     percentiles_ns: Mapping[str, float] = field(default_factory=dict)
     qps_with_loadgen_overhead: float | None = None
     min_duration_satisfied: bool | None = None
+    mean_latency_ns: float | None = None
+    early_stopping_satisfied: bool | None = None
+    min_queries_satisfied: bool | None = None
 
     def latency_ms(self, name: str) -> float | None:
         """A latency percentile ('p50', 'p99', 'p99.9') in ms; None where LoadGen printed none."""
         value = self.percentiles_ns.get(percentile_key(name))
         return None if value is None else value / 1e6
 
+    def to_json(self) -> dict[str, Any]:
+        """What the runner saves under a run's "summary" (from_json reads it back)."""
+        data = asdict(self)
+        data["invalid_reasons"] = list(self.invalid_reasons)
+        data["percentiles_ns"] = dict(self.percentiles_ns)
+        return data
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LoadgenSummary:
+        optional = {name: data.get(name) for name in ("qps_with_loadgen_overhead", "min_duration_satisfied",
+                                                       "mean_latency_ns", "early_stopping_satisfied",
+                                                       "min_queries_satisfied")}
         return cls(scenario=str(data["scenario"]), valid=bool(data["valid"]),
                    invalid_reasons=tuple(data.get("invalid_reasons") or ()), metric=str(data["metric"]),
-                   value=float(data["value"]), percentiles_ns=dict(data.get("percentiles_ns") or {}),
-                   qps_with_loadgen_overhead=data.get("qps_with_loadgen_overhead"),
-                   min_duration_satisfied=data.get("min_duration_satisfied"))
+                   value=float(data["value"]), percentiles_ns=dict(data.get("percentiles_ns") or {}), **optional)
 
 
 @dataclass(frozen=True)

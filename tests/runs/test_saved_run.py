@@ -68,3 +68,16 @@ def test_a_malformed_record_is_one_line_naming_where(record: Any) -> None:
     with pytest.raises(OutputError) as caught:
         SavedRun.from_record(record, "results/x/measurements.json")
     assert "results/x/measurements.json" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_summary_the_runner_writes_reads_back_the_same() -> None:
+    from runs.saved_run import LoadgenSummary
+
+    written = LoadgenSummary(scenario="Server", valid=False, invalid_reasons=("Early stopping satisfied: NO",),
+                             metric="Completed samples per second", value=20.8,
+                             percentiles_ns={"50.00": 4e6, "99.00": 9e6}, qps_with_loadgen_overhead=20.7,
+                             min_duration_satisfied=True, mean_latency_ns=4.5e6, early_stopping_satisfied=False,
+                             min_queries_satisfied=True)
+    import json
+
+    assert LoadgenSummary.from_json(json.loads(json.dumps(written.to_json()))) == written
