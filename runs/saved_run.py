@@ -10,7 +10,7 @@ everywhere. A record without the fields it needs is an OutputError naming what i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from plumbing.errors import (ACCURACY_FAILED_EXIT, INVALID_RESULT_EXIT, OK_EXIT, RUN_FAILED_EXIT, OutputError)
@@ -60,9 +60,7 @@ class LoadgenSummary:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LoadgenSummary:
-        optional = {name: data.get(name) for name in ("qps_with_loadgen_overhead", "min_duration_satisfied",
-                                                       "mean_latency_ns", "early_stopping_satisfied",
-                                                       "min_queries_satisfied")}
+        optional = {f.name: data.get(f.name) for f in fields(cls) if f.default is None}  # absent in older records
         return cls(scenario=str(data["scenario"]), valid=bool(data["valid"]),
                    invalid_reasons=tuple(data.get("invalid_reasons") or ()), metric=str(data["metric"]),
                    value=float(data["value"]), percentiles_ns=dict(data.get("percentiles_ns") or {}), **optional)

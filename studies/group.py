@@ -159,7 +159,7 @@ class Group:
         saved = self._saved(root, scenario, overrides)
         if saved is not None:
             self.sweep.progress.skipped(1)
-            return self._entry(saved, scenario, repeat)
+            return self._entry(saved, repeat)
         batch_ms = None
         if scenario == "Offline":
             # Size the Offline query from this batch size's own rate: the profile's expected
@@ -170,7 +170,7 @@ class Group:
         started = time.monotonic()
         saved = self._execute(root, scenario, self.plan.duration_ms, overrides,
                               {"point": pid, "repeat": repeat, "batch_ms": batch_ms})
-        entry = self._entry(saved, scenario, repeat)
+        entry = self._entry(saved, repeat)
         if scenario == "Offline":
             self.offline_rates[batch_size] = entry["samples_per_s"]
         self.sweep.progress.ran(f"{pid} r{repeat}", time.monotonic() - started, _run_line(entry))
@@ -218,7 +218,7 @@ class Group:
             return None
         return result, paths.measurements
 
-    def _entry(self, saved: tuple[dict[str, Any], Path], scenario: str, repeat: int) -> dict[str, Any]:
+    def _entry(self, saved: tuple[dict[str, Any], Path], repeat: int) -> dict[str, Any]:
         result, measurements = saved
         entry = SavedRun.from_record(result, str(measurements)).study_entry(self.store.relative(measurements))
         entry["repeat"] = repeat
