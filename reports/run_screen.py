@@ -6,7 +6,7 @@ from typing import Any
 
 from plumbing.errors import INVALID_RESULT_EXIT
 from plumbing.logs import LOG_FILE
-from runs.saved_run import LoadgenSummary, SavedRun
+from runs.saved_run import SavedRun
 
 _HEADLINE_UNITS = {
     "Samples per second": ("samples/s", 1.0),
@@ -18,13 +18,26 @@ def _ms(value_ms: float | None) -> str:
     return "-" if value_ms is None else f"{value_ms:.3f} ms"
 
 
-def _hint(summary: LoadgenSummary) -> str | None:
-    if summary.valid:
+# A Server miss whose batches alone take at least this share of the query p99 is compute
+# bound: a lighter load or a shorter batching wait would not shorten it.
+_COMPUTE_BOUND_SHARE = 0.7
+
+
+def _hint(run: SavedRun) -> str | None:
+    summary = run.summary
+    if summary is None or summary.valid:
         return None
     if summary.scenario == "Offline" and summary.min_duration_satisfied is False:
         return (f"the query finished before the minimum duration; rerun with "
                 f"--target-qps {1.2 * summary.value:.0f} so LoadGen sizes it for this device")
     if summary.scenario == "Server":
+        batch_p99, query_p99 = run.batch_time_ms("p99"), summary.latency_ms("p99")
+        if batch_p99 is not None and query_p99 and batch_p99 >= _COMPUTE_BOUND_SHARE * query_p99:
+            return (f"the batches themselves took p99 {batch_p99:.3f} ms (max {run.batch_time_ms('max'):.3f} ms, "
+                    f"p50 {run.batch_time_ms('p50'):.3f} ms) of the queries' p99 {query_p99:.3f} ms: the tail is "
+                    "compute, not queueing, so a lower --target-qps will not fix it; on a shared or virtual host, "
+                    "other tenants' load shows up here (a smaller model, precision or image size, or a quieter "
+                    "host, will)")
         return "lower --target-qps, or shorten --batch-timeout-us / --max-batch, until p99 fits the bound"
     return None
 
@@ -38,7 +51,8 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         f"device: {config['device']['name']} ({config['device']['profile']} profile), backend "
         f"{config['backend']} {request['precision']}, max batch {config['knobs']['max_batch']}",
     ]
-    summary = SavedRun.from_record(result).summary
+    run = SavedRun.from_record(result)
+    summary = run.summary
     if summary is not None:
         verdict = "VALID" if summary.valid else f"INVALID (exit code {INVALID_RESULT_EXIT}; the result is kept)"
         lines.append(f"result: {verdict}")
@@ -51,7 +65,7 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
             lines.append(f"{summary.metric.replace(' (ns)', '')}: {_ms(summary.value / 1e6)}")
         lines.append(f"latency p50 {_ms(summary.latency_ms('p50'))}  p90 {_ms(summary.latency_ms('p90'))}  "
                      f"p99 {_ms(summary.latency_ms('p99'))}")
-        hint = _hint(summary)
+        hint = _hint(run)
         if hint:
             lines.append(f"hint: {hint}")
     gate = result.get("accuracy_gate")

@@ -38,6 +38,7 @@ from sut.backends import backend_info, create_backend
 from sut.backends.base import Backend, BackendOptions
 from sut.data import Dataset, SyntheticDataset
 from sut.models import SEEDED_WEIGHTS_NOTE
+from sut.pipeline import batch_time_summary
 from sut.qsl import LoadgenQSL, index_set_sha256
 from sut.settings import build_log_settings, build_test_settings, performance_sample_count
 from sut.sut import LoadgenSUT
@@ -322,6 +323,7 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         "samples_completed": sut.samples_completed,
         "batches": batches,
         "mean_batch": (sut.pipeline.samples_run / batches) if batches else None,
+        "batch_time_ms": batch_time_summary(sut.pipeline.batch_seconds),
         "performance_sample_count": qsl.performance_count,
         **sample_set,
         "loaded_indices": loaded,  # taken out by `execute`: not for the saved result

@@ -126,6 +126,12 @@ class SavedRun:
         wall = self.harness.get("wall_s")
         return float(self.harness.get("samples_completed", 0)) / wall if wall else 0.0
 
+    def batch_time_ms(self, name: str) -> float | None:
+        """A batch's launch-to-done time ('p50', 'p99', 'max') in ms; None in records that
+        predate it or ran no batch."""
+        value = (self.harness.get("batch_time_ms") or {}).get(name)
+        return None if value is None else float(value)
+
     def latency_ms(self, names: tuple[str, ...] = STUDY_PERCENTILES) -> dict[str, float]:
         """The named percentiles LoadGen printed, in ms."""
         if self.summary is None:

@@ -10,6 +10,9 @@ itself and there is no completer. The backend bounds how many batches are in fli
 A failure never leaves samples outstanding: the failed batch and every later one are
 completed with `top1=None`, so LoadGen drains quickly, and `failure` records the first
 error for the runner to report.
+
+Each batch's time from launch to done is recorded (`batch_time_summary`): when a latency
+bound is missed, it tells compute from queueing, which call for different remedies.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from array import array
 from typing import Callable
 
 import numpy as np
@@ -51,6 +56,8 @@ class BatchPipeline:
         self.failure: BaseException | None = None
         self.batches_run = 0
         self.samples_run = 0
+        # Launch-to-done seconds of every batch; 8 bytes each, and LoadGen bounds the count.
+        self.batch_seconds = array("d")
         # With one batch in flight nothing overlaps: a batch must finish before the next can
         # launch, so the dispatcher completes it itself. A completer thread would only add two
         # thread hand-offs per batch and one more thread competing for a small CPU's cores.
@@ -90,14 +97,15 @@ class BatchPipeline:
                 if batch is None:
                     break
                 if self.failure is not None:
-                    self._launched.put((batch, None))
+                    self._launched.put((batch, None, 0.0))
                     continue
+                launched_at = time.perf_counter()
                 try:
                     pending = self._backend.run_batch(self._rows_for(batch.indices))
                 except Exception as exc:  # complete the batch, then report: LoadGen must not hang
                     self._record_failure(exc)
                     pending = None
-                self._launched.put((batch, pending))
+                self._launched.put((batch, pending, launched_at))
         finally:
             self._launched.put(_STOP)
 
@@ -106,27 +114,29 @@ class BatchPipeline:
         for SingleStream and MultiStream, where LoadGen issues the next query only after
         this one completes, so there is nothing to overlap and every thread hop is latency."""
         pending = None
+        launched_at = time.perf_counter()
         if self.failure is None:
             try:
                 pending = self._backend.run_batch(self._rows_for(batch.indices))
             except Exception as exc:
                 self._record_failure(exc)
-        self._finish(batch, pending)
+        self._finish(batch, pending, launched_at)
 
     def _complete(self) -> None:
         while True:
             item = self._launched.get()
             if item is _STOP:
                 return
-            batch, pending = item
-            self._finish(batch, pending)
+            batch, pending, launched_at = item
+            self._finish(batch, pending, launched_at)
             self._places.release()
 
-    def _finish(self, batch: Batch, pending: PendingBatch | None) -> None:
+    def _finish(self, batch: Batch, pending: PendingBatch | None, launched_at: float) -> None:
         top1 = None
         if pending is not None:
             try:
                 top1 = pending.wait()
+                self.batch_seconds.append(time.perf_counter() - launched_at)
             except Exception as exc:
                 self._record_failure(exc)
         try:
@@ -138,3 +148,15 @@ class BatchPipeline:
                 pending.release()
         self.batches_run += 1
         self.samples_run += len(batch.ids)
+
+
+def batch_time_summary(seconds: array) -> dict[str, float | int] | None:
+    """p50, p99 and max of the batches' launch-to-done times in ms, and how many; None
+    before any batch finished. With several batches in flight a batch's time includes its
+    wait behind the batches launched before it on the device."""
+    if not seconds:
+        return None
+    ms = np.frombuffer(seconds, dtype=np.float64) * 1e3
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50": round(float(p50), 4), "p99": round(float(p99), 4), "max": round(float(ms.max()), 4),
+            "count": int(ms.size)}

@@ -52,3 +52,24 @@ def test_latency_headline_in_milliseconds():
     saved["summary"]["metric"] = "90.0th percentile latency (ns)"
     saved["summary"]["value"] = 1049000.0
     assert "90.0th percentile latency: 1.049 ms" in render_run(saved, "x")
+
+
+def server_miss(batch_p99_ms: float | None) -> dict:
+    saved = result(False, scenario="Server")
+    saved["summary"]["percentiles_ns"] = {"50.00": 5.0e6, "90.00": 9.0e6, "99.00": 18.0e6}
+    saved["summary"]["invalid_reasons"] = ["Early stopping: 99th percentile latency above the bound"]
+    if batch_p99_ms is not None:
+        saved["harness"] = {"batch_time_ms": {"p50": 4.6, "p99": batch_p99_ms, "max": 21.0, "count": 1001}}
+    return saved
+
+
+def test_server_miss_whose_batches_are_the_tail_says_compute_not_queueing():
+    text = render_run(server_miss(16.5), "x")
+    assert "the batches themselves took p99 16.500 ms" in text and "max 21.000 ms" in text
+    assert "the tail is compute, not queueing" in text and "hint: lower --target-qps" not in text
+
+
+def test_server_miss_with_short_batches_says_lower_the_load():
+    for saved in (server_miss(3.0), server_miss(None)):  # None: a record from before batch times
+        text = render_run(saved, "x")
+        assert "hint: lower --target-qps" in text and "compute, not queueing" not in text

@@ -114,3 +114,29 @@ def test_completion_callback_failure_does_not_hang(in_flight):
     pipeline.join(timeout=10)
     assert not pipeline.alive
     assert "callback broke" in str(pipeline.failure)
+
+
+class SlowBackend(FlakyBackend):
+    """Each batch takes a known time, so its recorded launch-to-done time has a floor."""
+
+    def run_batch(self, rows):
+        import time
+        time.sleep(0.02)
+        return super().run_batch(rows)
+
+
+@IN_FLIGHT
+def test_every_finished_batch_has_its_launch_to_done_time(in_flight):
+    from sut.pipeline import batch_time_summary
+
+    pipeline, _ = run_pipeline(SlowBackend(in_flight=in_flight), 12)
+    summary = batch_time_summary(pipeline.batch_seconds)
+    assert summary["count"] == pipeline.batches_run == 3
+    assert 20.0 <= summary["p50"] <= summary["p99"] <= summary["max"] < 5000.0
+
+
+def test_failed_batches_have_no_time_and_no_batch_none():
+    from sut.pipeline import batch_time_summary
+
+    pipeline, _ = run_pipeline(FlakyBackend(fail_wait_at=1, in_flight=1), 4)
+    assert len(pipeline.batch_seconds) == 0 and batch_time_summary(pipeline.batch_seconds) is None
