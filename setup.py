@@ -35,6 +35,13 @@ setup(
     extras_require={
         "gpu": ["nvidia-ml-py>=12.535"],
         "onnx-gpu": ["onnxruntime-gpu>=1.17"],
+        # TensorRT's wheels are built per CUDA major, and the one installed must match the CUDA
+        # major of the torch build and be no newer than the driver (sut/trt_cuda.py checks):
+        # deepgap[tensorrt-cu12] for a CUDA 12 torch or a driver older than R580,
+        # deepgap[tensorrt-cu13] for a CUDA 13 torch on R580 or newer (CUDA 13 wheels from 10.13.2).
+        # Plain "tensorrt" is NVIDIA's metapackage of its default CUDA build: CUDA 13 for TensorRT 11.
+        "tensorrt-cu12": ["tensorrt-cu12>=10.0"],
+        "tensorrt-cu13": ["tensorrt-cu13>=10.13.2"],
         "tensorrt": ["tensorrt>=10.0"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
     },

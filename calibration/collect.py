@@ -1,10 +1,11 @@
 """Activation and weight statistics of the FP32 ONNX graph, collected with ONNX Runtime.
 
-The tensors calibrated are exactly those the INT8 graph quantizes
-(`sut.qdq_placement.targets_of`): the data input of every Conv and Gemm and each Conv's
-result (after its Relu where one follows) get an activation range, and each weight
-initializer gets per-output-channel scales. The tensors are exposed as extra graph
-outputs on a copy of the model, so one session run returns them all.
+The tensors calibrated are exactly those the INT8 graphs quantize, under either runtime's
+placement (`sut.qdq_placement.calibrated_tensors`): the data input of every Conv and Gemm,
+each Conv's result (after its Relu where one follows) and each residual Add's identity
+input get an activation range, and each weight initializer gets per-output-channel scales.
+The tensors are exposed as extra graph outputs on a copy of the model, so one session run
+returns them all.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from calibration.algorithms import (
 )
 from calibration.subset import CalibrationSubset
 from plumbing.errors import BackendError, ConfigError, one_line
-from sut.qdq_placement import targets_of
+from sut.qdq_placement import calibrated_tensors, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,10 @@ def collect_statistics(
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ... for unreadable files
         raise BackendError(f"calibration: cannot load {onnx_path}: {one_line(exc)}") from exc
-    targets = targets_of(model.graph, f"calibration: {Path(onnx_path).name}")
+    label = f"calibration: {Path(onnx_path).name}"
+    targets = targets_of(model.graph, label)
     input_name = _data_input(model, onnx_path)
-    tensors = list(targets.tensors)
+    tensors = list(calibrated_tensors(model.graph, label))
     if input_name not in tensors:
         tensors.insert(0, input_name)
     weights = _weight_scales(model, targets.weights)

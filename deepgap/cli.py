@@ -55,6 +55,12 @@ def _bench(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
+def _verify_tensorrt(argv: Sequence[str]) -> int:
+    from harness.verify_tensorrt import main
+
+    return main(argv)
+
+
 SUBCOMMANDS: dict[str, tuple[Main, str]] = {
     "run": (_run, "one LoadGen run: the flags of python harness/run.py"),
     "sweep": (_sweep, "a study: batch sizes, precisions, backends, SLO searches (python -m harness.sweep)"),
@@ -63,6 +69,8 @@ SUBCOMMANDS: dict[str, tuple[Main, str]] = {
     "check": (_check, "the results checker over a results folder (python -m audit.check)"),
     "calibrate": (_calibrate, "an INT8 calibration cache (python -m calibration)"),
     "bench": (_bench, "the harness's own benchmark: eager against compiled, overhead (python -m harness.bench)"),
+    "verify-tensorrt": (_verify_tensorrt, "the TensorRT path end to end on a GPU, for a report to send back "
+                        "(python -m harness.verify_tensorrt)"),
 }
 
 

@@ -100,9 +100,11 @@ _CHUNK = 64
 
 
 def backend_logits(backend: Any, dataset: Any, indices: np.ndarray) -> np.ndarray:
-    """Logits of `backend` for dataset samples `indices`, in chunks."""
-    parts = [backend.logits(dataset.load(indices[start:start + _CHUNK]))
-             for start in range(0, len(indices), _CHUNK)]
+    """Logits of `backend` for dataset samples `indices`, in chunks of at most its max
+    batch (a TensorRT engine built for the run's batch range takes no more)."""
+    chunk = max(1, min(_CHUNK, int(backend.options.max_batch)))
+    parts = [backend.logits(dataset.load(indices[start:start + chunk]))
+             for start in range(0, len(indices), chunk)]
     return np.concatenate(parts, axis=0)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from runs.config import RunConfig, model_spec
 from plumbing.errors import DeepgapError
 from runs.gate import GateVerdict, check_figures, judge
-from sut.backends import create_backend
+from sut.backends import backend_info, create_backend
 from sut.backends.base import BackendOptions, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,13 @@ def run_gate(config: RunConfig, options: BackendOptions) -> GateVerdict:
         extra["calibration"] = calibrate_for(config, spec, kind).cache
     # A compiled network is checked as the run compiles it: same mode, same max batch (the
     # dynamic batch graph is traced at it), so the run's compile finds the gate's graphs in
-    # Inductor's cache. Eager, 64 bounds the gate's memory whatever the run's batch.
+    # Inductor's cache. A backend whose build depends on the max batch (a TensorRT engine:
+    # the batch range is its profile, picks its tactics and is in its cache key) is checked
+    # as built for the run's, so the gate measures the engine that is timed, not another.
+    # Otherwise 64 bounds the gate's memory whatever the run's batch.
     compiled = options.compile != "none"
-    gate_options = BackendOptions(device=options.device, max_batch=options.max_batch if compiled else 64,
+    as_run = compiled or backend_info(config.backend).artefact_depends_on_max_batch
+    gate_options = BackendOptions(device=options.device, max_batch=options.max_batch if as_run else 64,
                                   in_flight=1, cuda_graphs=False, compile=options.compile,
                                   channels_last=options.channels_last, staging=options.staging,
                                   threads=options.threads, extra=extra)

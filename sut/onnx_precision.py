@@ -8,8 +8,9 @@ from builder flags, so the precision has to be written into the ONNX file:
   every Conv and Gemm and after every Conv (after its Relu where one follows), int8
   weight initializers with a per-channel DequantizeLinear, and every reader of a
   quantized tensor (a residual Add, a pooling) reads the dequantized copy. Both runtimes
-  get the same placement and the same calibrated ranges; they differ only in how a
-  non-negative (post-Relu) tensor is encoded, because their integer kernels differ:
+  get the same calibrated ranges and, but at residual Adds (`placement` below), the same
+  placement; they differ in how a non-negative (post-Relu) tensor is encoded, because
+  their integer kernels differ:
   - `SIGNED` (TensorRT, which only accepts int8 with zero point 0): every activation is
     int8, scale amax / 127.
   - `UNSIGNED` (ONNX Runtime): every activation is uint8. A tensor a Relu produces has
@@ -20,6 +21,10 @@ from builder flags, so the precision has to be written into the ONNX file:
     drop a Relu (the zero point is not the type's minimum), and it has no kernel for an
     int8 input with a uint8 output, so convolutions stay fp32 between conversions:
     slower than fp32 on the CPU (BENCHMARKS.md).
+  `placement` (sut/qdq_placement.py) changes where residual Adds are quantized:
+  ONNXRUNTIME (the default) as above; TENSORRT leaves the Conv on an Add's main branch
+  unquantized and quantizes the Add's identity input, so TensorRT fuses Conv + Add. Only
+  TensorRT's graph takes it: ONNX Runtime's graphs, SIGNED included, keep their bytes.
   `weight_max` bounds the int8 weights: INT8_MAX (127, full range) by default;
   REDUCED_WEIGHT_MAX (63, "reduce range", 7 bits) for x86 CPUs without VNNI, whose u8s8
   kernels sum pairs of products in saturating 16-bit arithmetic (sut/cpu_isa.py).
@@ -44,12 +49,17 @@ from plumbing.errors import BackendError, ConfigError
 from sut.onnx_fp16 import make_fp16
 from sut.onnx_graph import (ENCODING_KEY, PRECISION_KEY, QUANTIZATION_KEY, WEIGHT_RANGE_KEY, Names, check_model,
                             copy_node, ensure_opset, load_model, require_fp32, save_atomic, set_metadata)
-from sut.qdq_placement import QUANTIZED_OPS, targets_of
+from sut.qdq_placement import ONNXRUNTIME, QUANTIZED_OPS, TENSORRT, targets_of
 from sut.cpu_isa import INT8_MAX, REDUCED_WEIGHT_MAX
 
 log = logging.getLogger(__name__)
 
 QDQ_SCHEME = "qdq per-tensor activations (Conv/Gemm inputs, Conv outputs after their Relu), per-channel int8 weights"
+QDQ_SCHEMES = {
+    ONNXRUNTIME: QDQ_SCHEME,
+    TENSORRT: ("qdq per-tensor activations (Conv/Gemm inputs, Conv outputs after their Relu except a Conv fused "
+               "into a residual Add, whose identity input is quantized instead), per-channel int8 weights"),
+}
 
 SIGNED = "int8"  # every activation int8, zero point 0: TensorRT's only form
 UNSIGNED = "uint8"  # every activation uint8, Relu outputs from zero: ONNX Runtime's fast path
@@ -74,6 +84,7 @@ def make_qdq_int8(
     out_path: Path,
     encoding: str = SIGNED,
     weight_max: int = INT8_MAX,
+    placement: str = ONNXRUNTIME,
 ) -> Path:
     """Write the explicit-quantization INT8 graph of an fp32 ONNX model to `out_path`.
 
@@ -84,8 +95,9 @@ def make_qdq_int8(
     `encoding` is SIGNED or UNSIGNED (see the module docstring). `weight_max` is the
     largest weight magnitude stored, INT8_MAX or REDUCED_WEIGHT_MAX: the same threshold
     then maps to `weight_max` (scales x 127 / weight_max), so the calibration stays one
-    and the same whatever the range. Extra entries are ignored. Raises ConfigError for
-    missing or unusable scales, an unknown encoding or weight range, and BackendError for
+    and the same whatever the range. `placement` is ONNXRUNTIME or TENSORRT (module
+    docstring). Extra entries are ignored. Raises ConfigError for missing or unusable
+    scales, an unknown encoding, weight range or placement, and BackendError for
     graphs this module cannot quantize.
     """
     if encoding not in INT8_ENCODINGS:
@@ -98,7 +110,7 @@ def make_qdq_int8(
     require_fp32(model, fp32_model_path)
     ensure_opset(model, MIN_QDQ_OPSET, fp32_model_path)
     graph = model.graph
-    targets = targets_of(graph, fp32_model_path.name)
+    targets = targets_of(graph, fp32_model_path.name, placement)
     initializers = {init.name: init for init in graph.initializer}
     relu_outputs = {out for node in graph.node if node.op_type == "Relu" for out in node.output}
     graph_inputs = {info.name for info in graph.input} - set(initializers)
@@ -169,7 +181,7 @@ def make_qdq_int8(
     _rebuild_nodes(graph, input_pairs, renamed_inputs, output_pairs, weight_nodes, replacement)
     dropped = _drop_unused_initializers(graph, set(targets.weights))
     graph.initializer.extend(new_initializers)
-    set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEME, ENCODING_KEY: encoding,
+    set_metadata(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: QDQ_SCHEMES[placement], ENCODING_KEY: encoding,
                           WEIGHT_RANGE_KEY: weight_range(weight_max)})
     check_model(model, out_path)
     save_atomic(model, out_path)
@@ -300,12 +312,13 @@ def _drop_unused_initializers(graph: onnx.GraphProto, candidates: set[str]) -> i
 
 def precision_graph(
     precision: str, fp32_path: Path, calibration: Any = None, int8_encoding: str = SIGNED,
-    weight_max: int = INT8_MAX,
+    weight_max: int = INT8_MAX, placement: str = ONNXRUNTIME,
 ) -> Path:
     """The ONNX graph that carries `precision`, derived from the FP32 export and written
-    beside it. For int8, both runtimes get the same placement and calibrated ranges;
-    `int8_encoding` picks the runtime's integer type and `weight_max` the weights' range
-    (module docstring); both are in the file name, beside the calibration's hash.
+    beside it. For int8, both runtimes get the same calibrated ranges; `int8_encoding`
+    picks the runtime's integer type, `weight_max` the weights' range and `placement` the
+    runtime's residual-Add placement (module docstring); all are in the file name (the
+    default placement adds nothing to it), beside the calibration's hash.
 
     `calibration` (int8 only) has `.activation_amax`, `.weight_scales` and `.cache_hash`.
     The derived graph is rewritten on every call (a quick rewrite of the FP32 graph), so a
@@ -321,9 +334,10 @@ def precision_graph(
         if calibration is None:
             raise BackendError("int8 needs a calibration cache (run with calibration, see python -m calibration)")
         weights = "" if weight_max == INT8_MAX else f"-w{weight_max}"
+        placed = "" if placement == ONNXRUNTIME else f"-{placement}"
         target = fp32_path.with_name(
-            f"{fp32_path.stem}-int8-{int8_encoding}{weights}-{str(calibration.cache_hash)[:16]}.onnx"
+            f"{fp32_path.stem}-int8-{int8_encoding}{weights}{placed}-{str(calibration.cache_hash)[:16]}.onnx"
         )
         return make_qdq_int8(fp32_path, calibration.activation_amax, calibration.weight_scales, target,
-                             int8_encoding, weight_max)
+                             int8_encoding, weight_max, placement)
     raise BackendError(f"no ONNX graph for precision {precision!r}; supported: fp32, fp16, int8")

@@ -1,7 +1,7 @@
 """A TensorRT engine made ready for the backend: the int8 calibration read, the ONNX graph
 for the precision chosen, the engine cache key and path, the engine loaded from the cache
-or built (sut/trt_engine.py) and checked against the run's batch range, and what the
-backend's describe() reports of it.
+or built (sut/trt_engine.py, with the GPU's timing cache) and checked against the run's
+batch range, and what the backend's describe() reports of it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 from plumbing.errors import BackendError, DeepgapError, one_line
 from sut.backends.base import ModelSpec
 from sut.onnx_export import export_onnx
-from sut.trt_engine import (activation_bytes, build_serialized_engine, io_descriptions, load_or_build_engine,
-                            make_logger, profile_max_batch)
+from sut.trt_cuda import start
+from sut.trt_engine import (TimingCache, activation_bytes, build_serialized_engine, io_descriptions,
+                            load_or_build_engine, make_logger, profile_max_batch, timing_cache_path)
 from sut.trt_plan import (FP32_EXPORT, BindingPlan, engine_cache_key, engine_cache_path, engine_stem, file_sha256,
                           profile_shapes)
 
@@ -64,14 +65,17 @@ def read_calibration(extra: dict[str, Any]) -> Any:
     raise BackendError(INT8_NEEDS_CALIBRATION)
 
 def onnx_graph_for(model: ModelSpec, graph_kind: str, fp32_path: Path, calibration: Any) -> Path:
-    """The ONNX file TensorRT parses: for int8, ONNX Runtime's placement and ranges with
-    every activation int8 (TensorRT accepts no other Q/DQ encoding)."""
+    """The ONNX file TensorRT parses: for int8, the calibrated ranges with every activation
+    int8 (TensorRT accepts no other Q/DQ encoding) in TensorRT's placement, which leaves each
+    residual Add's main-branch input unquantized so the Conv fuses with the Add
+    (sut/qdq_placement.py)."""
     if graph_kind == FP32_EXPORT:
         return fp32_path
     from sut.onnx_precision import SIGNED, precision_graph
+    from sut.qdq_placement import TENSORRT
 
     try:
-        return precision_graph(model.precision, fp32_path, calibration, SIGNED)
+        return precision_graph(model.precision, fp32_path, calibration, SIGNED, placement=TENSORRT)
     except DeepgapError:  # the converters' own ConfigError/BackendError say it best
         raise
     except Exception as exc:
@@ -85,10 +89,17 @@ def prepare_engine(trt: Any, model: ModelSpec, extra: dict[str, Any], max_batch:
                    capability: tuple[int, ...], graph_kind: str, calibration: Any) -> PreparedEngine:
     """The engine for `model` at batches 1..max_batch on this GPU, from the cache or built."""
     precision = model.precision
+    # opt = max: TensorRT tunes its tactics for the opt shape, and Offline runs full batches.
+    # Whether a smaller opt would serve Server's partial batches better is not measured (no
+    # TensorRT on this project's machines), so the profile stays as it was.
     shapes = profile_shapes(model.image_size, 1, max_batch, max_batch)
     cache_dir = extra.get("cache_dir")
     workspace = int(extra.get("trt_workspace_bytes", DEFAULT_WORKSPACE_BYTES))
     tf32 = bool(extra.get("trt_tf32", True))
+
+    # TensorRT first: where it cannot start (sut/trt_cuda.py), say so before the exports.
+    logger = make_logger(trt)  # the process's one TensorRT logger
+    runtime = start(trt.Runtime, logger, "Runtime")
 
     fp32_path = export_onnx(model, cache_dir)
     onnx_path = onnx_graph_for(model, graph_kind, fp32_path, calibration)
@@ -113,11 +124,10 @@ def prepare_engine(trt: Any, model: ModelSpec, extra: dict[str, Any], max_batch:
         "settings": settings,
     }
 
-    logger = make_logger(trt)
-    runtime = trt.Runtime(logger)
+    timing = TimingCache(timing_cache_path(cache_dir, gpu, capability, trt.__version__))
     engine, status = load_or_build_engine(
         trt, logger, runtime, engine_path,
-        lambda: build_serialized_engine(trt, logger, onnx_path, shapes, workspace, tf32),
+        lambda: build_serialized_engine(trt, logger, onnx_path, shapes, workspace, tf32, timing),
         metadata,
     )
     plan = BindingPlan.from_descriptions(
@@ -146,6 +156,9 @@ def prepare_engine(trt: Any, model: ModelSpec, extra: dict[str, Any], max_batch:
         "workspace_bytes": workspace,
         "builder_tf32": tf32,
         "activation_bytes": activation_bytes(engine),
+        "timing_cache_path": str(timing.path),
+        "timing_cache": timing.status,
+        "timing_cache_loaded": timing.loaded,
     }
     log.info(
         "tensorrt %s: %s engine (%s) on %s, input %s, batches 1..%d",

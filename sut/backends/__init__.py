@@ -16,8 +16,11 @@ from plumbing.errors import ConfigError
 from sut.backends.base import Backend, BackendOptions, ModelSpec
 
 CPU, CUDA = "cpu", "cuda"
-TENSORRT_INSTALL = ("TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer; it downloads "
-                    "NVIDIA's libraries from NVIDIA's package index)")
+# Static here (the registry imports no torch); the backend's own error names the one wheel
+# that matches this torch (sut/trt_cuda.py:trt_missing).
+TENSORRT_INSTALL = ("TensorRT is not installed: pip install tensorrt-cu12 or tensorrt-cu13, the CUDA major of "
+                    "torch.version.cuda (TensorRT 10 or newer, from NVIDIA's package index; plain `pip install "
+                    "tensorrt` picks CUDA 13, which needs an R580+ driver)")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class BackendInfo:
     infers: bool = True  # False: answers without inference (no calibration, no accuracy gate)
     int8_cpu_paths: bool = False  # its int8 on the CPU takes --int8-cpu-path (sut/cpu_isa.py)
     fp32_reference: bool = False  # its fp32 run is the FP32 reference the accuracy rule compares with
+    # What it builds depends on --max-batch (a TensorRT engine's profile and tactics): the
+    # accuracy gate builds it at the run's max batch, so it checks the artefact that is timed.
+    artefact_depends_on_max_batch: bool = False
 
     def runs_on(self, kind: str, precision: str) -> bool:
         return precision in self.runs.get(kind, ())
@@ -52,7 +58,7 @@ REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
                 install="onnxruntime is not installed: pip install onnxruntime", int8_cpu_paths=True),
     BackendInfo("tensorrt", "sut.backends.tensorrt_backend", "TensorRTBackend",
                 {CUDA: ("fp32", "fp16", "int8")}, package="tensorrt", install=TENSORRT_INSTALL,
-                device_staging=True),
+                device_staging=True, artefact_depends_on_max_batch=True),
     BackendInfo("null", "sut.backends.null_backend", "NullBackend", {CPU: _ALL, CUDA: _ALL}, infers=False),
 )}
 BACKENDS = tuple(REGISTRY)

@@ -7,6 +7,11 @@ input buffers of host staging, and with CUDA graphs one captured graph per batch
 batch into a slot launch (row numbers in, a graph replay or an ungraphed run, the event
 recorded) and hands back a pending result that frees the slot when released. What runs
 inside a batch is the backend's: `_batch_body` (and `_run_ungraphed` without graphs).
+
+Slots belong to a generation: dropping them (re-staging, close) starts a new one, and a
+pending result of an older generation gives nothing back when released, so a dead slot
+never reaches the new free queue. Re-staging is refused while a batch is out, and waits
+for the GPU before the slots' buffers go.
 """
 
 from __future__ import annotations
@@ -71,19 +76,25 @@ def new_slot(torch: Any, device: Any, max_batch: int, slot_type: type[CudaSlot] 
 
 class SlotPending:
     """A launched batch: `wait` returns its top-1 once the slot's event has fired,
-    `release` gives the slot back (after LoadGen has copied the responses)."""
+    `release` gives the slot back (after LoadGen has copied the responses); a second
+    release, or one after the slots were dropped, gives nothing back."""
 
-    def __init__(self, free: queue.Queue, slot: CudaSlot, count: int) -> None:
-        self._free = free
+    def __init__(self, owner: "CudaSlotBackend", slot: CudaSlot, count: int, generation: int) -> None:
+        self._owner = owner
         self._slot = slot
         self._count = count
+        self._generation = generation
+        self._released = False
 
     def wait(self) -> np.ndarray:
         self._slot.event.synchronize()
         return self._slot.out_np[: self._count]
 
     def release(self) -> None:
-        self._free.put(self._slot)
+        if self._released:  # twice would list the slot twice: two batches in one slot
+            return
+        self._released = True
+        self._owner._return_slot(self._slot, self._generation)
 
 
 class CudaSlotBackend(Backend):
@@ -93,8 +104,11 @@ class CudaSlotBackend(Backend):
 
     _torch: Any = None
     _staged: Any = None
+    _device: Any = None
+    _slot_generation: int = 0
 
     def _reset_slots(self) -> None:
+        self._slot_generation += 1  # releases of the slots dropped here become no-ops
         self._slots: list[CudaSlot] = []
         self._free_slots: queue.Queue = queue.Queue()
         max_batch = self.options.max_batch
@@ -109,6 +123,28 @@ class CudaSlotBackend(Backend):
         for slot in self._slots:
             self._free_slots.put(slot)
 
+    def _return_slot(self, slot: CudaSlot, generation: int) -> None:
+        if generation == self._slot_generation:
+            self._free_slots.put(slot)
+        # else: its generation was dropped (re-staging, close); the slot is dead
+
+    def _slots_out(self) -> int:
+        """Batches launched and not yet released."""
+        return len(self._slots) - self._free_slots.qsize() if self._slots else 0
+
+    def _retire_slots(self, refuse_in_flight: bool = True) -> None:
+        """Before the slots are dropped: refuse while a batch is out (its caller still reads
+        the slot's buffers; re-staging mid-run is a caller's bug), then wait for the GPU so
+        no kernel still uses the buffers about to be freed. close() passes
+        refuse_in_flight=False: it drops them regardless, and late releases are no-ops."""
+        out = self._slots_out()
+        if out and refuse_in_flight:
+            raise BackendError(
+                f"cannot re-stage with {out} batch(es) in flight: release every pending batch first"
+            )
+        if self._slots and self._torch is not None:
+            self._torch.cuda.synchronize(self._device)
+
     def _capture(self, slot: CudaSlot, bucket: int, warmups: int, *body_args: Any) -> Any:
         """One CUDA graph of `_batch_body(slot, bucket, *body_args)` in the slot's pool,
         after `warmups` runs on the slot's stream outside the capture (cuDNN autotuning,
@@ -119,7 +155,10 @@ class CudaSlotBackend(Backend):
                 self._batch_body(slot, bucket, *body_args)
         slot.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream):
+        # thread_local: only this thread's capture-unsafe CUDA calls invalidate the capture.
+        # "global" (the default) also fails it when any other thread of the process makes one
+        # meanwhile (a cudaMalloc, a synchronize). torch.cuda.graph takes the keyword since 2.1.
+        with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream, capture_error_mode="thread_local"):
             self._batch_body(slot, bucket, *body_args)
         return graph
 
@@ -137,13 +176,14 @@ class CudaSlotBackend(Backend):
         if count > self.options.max_batch:
             raise BackendError(f"batch of {count} exceeds max batch {self.options.max_batch}")
         rows = staged_rows(rows, self._staged.shape[0])
+        generation = self._slot_generation
         slot = self._free_slots.get()
         try:
             self._launch(slot, rows, count)
         except BaseException:
-            self._free_slots.put(slot)
+            self._return_slot(slot, generation)
             raise
-        return SlotPending(self._free_slots, slot, count)
+        return SlotPending(self, slot, count, generation)
 
     def _launch(self, slot: CudaSlot, rows: np.ndarray, count: int) -> None:
         torch = self._torch
@@ -172,6 +212,7 @@ class CudaSlotBackend(Backend):
         the batch size has one, else the ungraphed run."""
         torch = self._torch
         count = len(rows)
+        generation = self._slot_generation
         slot = self._free_slots.get()
         try:
             self._fill_rows(slot, rows)
@@ -187,4 +228,4 @@ class CudaSlotBackend(Backend):
             end.synchronize()
             return start.elapsed_time(end) / 1000.0
         finally:
-            self._free_slots.put(slot)
+            self._return_slot(slot, generation)

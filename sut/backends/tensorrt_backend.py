@@ -32,6 +32,7 @@ from plumbing.errors import BackendError, DeviceError, one_line
 from sut.backends.base import BackendOptions, ModelSpec, tight_loop_rows
 from sut.backends.cuda_slots import CudaSlot, CudaSlotBackend, batch_buckets, new_slot
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME
+from sut.trt_cuda import cuda_stack, trt_missing
 from sut.trt_prepare import prepare_engine, read_calibration
 from sut.trt_engine import (
     activation_bytes,
@@ -45,10 +46,15 @@ from sut.trt_plan import (
 
 log = logging.getLogger(__name__)
 
-TRT_MISSING = (
-    "TensorRT is not installed: pip install tensorrt (TensorRT 10 or newer, which downloads "
-    "NVIDIA's libraries from NVIDIA's package index); use --backend torch meanwhile"
-)
+
+def __getattr__(name: str) -> Any:
+    """TRT_MISSING, the install advice: it names the wheel for the CUDA major of this
+    process's torch build (tensorrt-cu12 or tensorrt-cu13), so it is made on first use and
+    importing this module does not import torch."""
+    if name == "TRT_MISSING":
+        return trt_missing()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16"}
 
@@ -72,8 +78,9 @@ class TensorRTBackend(CudaSlotBackend):
     own default for fp32 layers).
 
     load() checks, in order: precision (fp32/fp16/int8), int8 calibration, a CUDA device
-    string, then imports TensorRT and looks for a GPU. Configuration mistakes are thus
-    reported the same way on every machine, with or without TensorRT.
+    string, then imports torch and TensorRT, looks for a GPU and checks TensorRT's CUDA
+    build against the driver (sut/trt_cuda.py). Configuration mistakes are thus reported
+    the same way on every machine, with or without TensorRT.
     """
 
     name: ClassVar[str] = "tensorrt"
@@ -105,16 +112,25 @@ class TensorRTBackend(CudaSlotBackend):
                 f"tensorrt backend runs on CUDA GPUs only; device {self.options.device!r} "
                 "is not one (use --backend torch or onnxruntime on the CPU)"
             )
+        # torch first: importing tensorrt before torch can segfault torch's CUDA kernels
+        # later (pytorch/pytorch#103852).
+        import torch
+
         try:
             import tensorrt as trt
         except ImportError as exc:
-            raise BackendError(TRT_MISSING) from exc
+            raise BackendError(trt_missing()) from exc
         except OSError as exc:  # the package is there but NVIDIA's libraries are not
             raise BackendError(f"TensorRT is installed but failed to load: {one_line(str(exc))}") from exc
-        import torch
 
         if not torch.cuda.is_available():
             raise DeviceError("tensorrt backend: CUDA requested but no CUDA device is visible")
+        # Before any Builder or Runtime: a TensorRT wheel built for a newer CUDA than the
+        # driver cannot start (the common case: `pip install tensorrt` is CUDA 13).
+        stack = cuda_stack(torch)
+        stack.check()
+        for warning in stack.warnings():
+            log.warning("tensorrt: %s", warning)
         self._trt, self._torch = trt, torch
         requested = torch.device(self.options.device)
         index = requested.index if requested.index is not None else torch.cuda.current_device()
@@ -126,7 +142,7 @@ class TensorRTBackend(CudaSlotBackend):
         prepared = prepare_engine(trt, self.model, self.options.extra, int(self.options.max_batch), gpu, capability,
                                   graph_kind, calibration)
         self._logger, self._runtime = prepared.logger, prepared.runtime
-        self._engine, self._plan, self._info = prepared.engine, prepared.plan, prepared.info
+        self._engine, self._plan, self._info = prepared.engine, prepared.plan, dict(prepared.info, **stack.info())
         self._in_dtype = getattr(torch, _TORCH_DTYPES[prepared.plan.input.dtype])
         self._out_dtype = getattr(torch, _TORCH_DTYPES[prepared.plan.output.dtype])
 
@@ -162,6 +178,7 @@ class TensorRTBackend(CudaSlotBackend):
             return  # same size: keep the buffer and the graphs captured against it
         size = self.model.image_size
         on_device = self.options.staging == "device"
+        self._retire_slots()  # refuses while a batch is out; waits for the GPU
         self._drop_slots()
         self._staged = None
         self._staged = torch.zeros(
@@ -325,6 +342,7 @@ class TensorRTBackend(CudaSlotBackend):
         if self._staged is None or self._staged.shape[0] < count:
             self.allocate_staging(self.options.max_batch)
         self.stage(np.arange(count), samples)
+        generation = self._slot_generation
         slot = self._free_slots.get()
         try:
             if slot.in_host is not None:
@@ -336,7 +354,7 @@ class TensorRTBackend(CudaSlotBackend):
             slot.stream.synchronize()
             return slot.logits[:count].float().cpu().numpy()
         finally:
-            self._free_slots.put(slot)
+            self._return_slot(slot, generation)
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
         self._require_loaded()

@@ -128,6 +128,7 @@ class TorchBackend(CudaSlotBackend):
             return  # same size: keep the buffer and the graphs captured against it
         size = self.model.image_size
         on_device = self._cuda and self.options.staging == "device"
+        self._retire_slots()  # refuses while a batch is out; waits for the GPU
         self._staged = torch.zeros(
             (capacity, size, size, 3),
             dtype=self._dtype,
@@ -238,6 +239,8 @@ class TorchBackend(CudaSlotBackend):
         return info
 
     def close(self) -> None:
+        if self._cuda and self._torch is not None:
+            self._retire_slots(refuse_in_flight=False)  # no kernel may outlive its buffers
         self._reset_slots()
         self._staged = None
         self._net = None

@@ -20,6 +20,7 @@ COMMANDS = {
     "sweep": (["-m", "harness.sweep"], "harness.sweep"),
     "compare": (["-m", "harness.compare"], "harness.compare"),
     "plan": (["-m", "harness.plan"], "harness.plan"),
+    "verify-tensorrt": (["-m", "harness.verify_tensorrt"], "harness.verify_tensorrt"),
 }
 
 

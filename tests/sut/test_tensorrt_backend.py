@@ -1,19 +1,14 @@
-"""TensorRT backend: the TensorRT-free planning module (sut/trt_plan.py), the order of
-load()'s checks, the engine build/cache plumbing against a small fake `tensorrt` module,
-the CUDA execution path (slots, per-bucket contexts, CUDA graphs) against the same fake
-where a GPU is visible, and a real engine where TensorRT is installed.
+"""TensorRT backend without TensorRT: the planning module (sut/trt_plan.py), and the order
+and wording of load()'s checks, the install advice and the CUDA-build check
+(sut/trt_cuda.py) included, against the strict stand-in (tests/sut/fake_tensorrt.py).
 
-TensorRT cannot be installed on this project's machines, so the real-engine tests skip
-here; the fake follows the TensorRT 10 Python API surface the backend uses, and checks the
-calls it receives (flags, shapes, addresses, stream handles), not TensorRT's behaviour.
+The engine build and cache are tests/sut/test_tensorrt_engine.py, the CUDA execution path
+tests/sut/test_tensorrt_execution.py, real engines tests/sut/test_tensorrt_real.py.
 """
 
 from __future__ import annotations
 
-import enum
-import importlib.util
-import json
-import logging
+import builtins
 import sys
 import types
 from dataclasses import dataclass, field
@@ -26,9 +21,8 @@ import torch
 
 from plumbing.errors import BackendError, ConfigError, DeviceError
 from sut.backends.base import BackendOptions, ModelSpec
-from sut.backends.tensorrt_backend import TRT_MISSING, TensorRTBackend
-from sut.trt_engine import build_serialized_engine, io_descriptions, load_or_build_engine, make_logger, profile_max_batch
-from sut.data import SyntheticDataset
+from sut.backends.tensorrt_backend import TensorRTBackend
+from sut.trt_cuda import CudaStack, Driver, tensorrt_cuda_builds, trt_missing
 from sut.trt_plan import (
     FP16_GRAPH,
     FP32_EXPORT,
@@ -41,15 +35,10 @@ from sut.trt_plan import (
     onnx_for_precision,
     profile_shapes,
 )
-
-HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
-needs_trt = pytest.mark.skipif(
-    not HAVE_TRT, reason="TensorRT is not installed (not installable on this project's machines)"
-)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+from tests.sut.fake_tensorrt import install_fake_trt
+from tests.sut.trt_helpers import cuda_stack, fake_gpu
 
 IMAGE_SIZE = 32
-COUNT = 40
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -228,12 +217,25 @@ def no_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` -> ImportError
 
 
-def test_missing_tensorrt_is_one_line_with_the_install_command(no_tensorrt):
+@pytest.mark.parametrize("torch_cuda, wheel", [("12.8", "tensorrt-cu12"), ("13.0", "tensorrt-cu13")])
+def test_missing_tensorrt_names_the_wheel_for_torchs_cuda(no_tensorrt, monkeypatch, torch_cuda, wheel):
+    # `pip install tensorrt` is TensorRT 11 for CUDA 13: wrong for a CUDA 12 torch and driver.
+    cuda_stack(monkeypatch, torch_cuda=torch_cuda)
     with pytest.raises(BackendError) as exc:
         backend().load()
     text = one_line(exc)
-    assert "pip install tensorrt" in text and "--backend torch" in text
-    assert text == TRT_MISSING
+    assert f"pip install {wheel} " in text and f"CUDA {torch_cuda}" in text and "--backend torch" in text
+    assert text == trt_missing(torch_cuda)
+    from sut.backends import tensorrt_backend  # the module's TRT_MISSING follows torch too
+
+    assert tensorrt_backend.TRT_MISSING == text
+
+
+def test_missing_tensorrt_with_a_cpu_only_torch_names_both_wheels(no_tensorrt, monkeypatch):
+    cuda_stack(monkeypatch, torch_cuda=None)
+    with pytest.raises(BackendError) as exc:
+        backend().load()
+    assert "tensorrt-cu12 or tensorrt-cu13" in one_line(exc) and "CPU-only" in str(exc.value)
 
 
 def test_bf16_is_refused_before_looking_for_tensorrt(no_tensorrt):
@@ -252,7 +254,7 @@ def test_int8_without_calibration_is_refused_before_looking_for_tensorrt(no_tens
     with pytest.raises(BackendError, match="int8 needs a calibration cache"):
         backend("int8", calibration=half_done).load()
     # With calibration the next check is TensorRT itself.
-    with pytest.raises(BackendError, match="pip install tensorrt"):
+    with pytest.raises(BackendError, match="pip install tensorrt-cu"):
         backend("int8", calibration=Calibration()).load()
 
 
@@ -283,457 +285,92 @@ def test_not_loaded_backend_says_so():
     backend().close()  # safe before load
 
 
-# -- a fake `tensorrt` module: the API surface the backend uses --------------------------
 
 
-class FakeState:
-    """Knobs and records of one fake TensorRT."""
+def test_torch_is_imported_before_tensorrt(monkeypatch):
+    # pytorch/pytorch#103852: tensorrt imported first can segfault torch's CUDA kernels.
+    install_fake_trt(monkeypatch)
+    order: list[str] = []
+    real_import = builtins.__import__
 
-    def __init__(self) -> None:
-        self.parse_errors: list[str] = []
-        self.fail_build = False
-        self.builds = 0
-        self.compute = None  # callable(x NCHW float32 CUDA tensor) -> logits, for execution
-        self.network_flags: list[int] = []
-        self.profiles: list[tuple] = []
-        self.workspace: list[int] = []
-        self.cleared_flags: list[Any] = []
-        self.contexts: list[Any] = []  # FakeContext, defined inside make_fake_trt
+    def recording_import(name, *args, **kwargs):
+        if name in ("torch", "tensorrt"):
+            order.append(name)
+        return real_import(name, *args, **kwargs)
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # stop right after the imports
+    monkeypatch.setattr(builtins, "__import__", recording_import)
+    with pytest.raises(DeviceError):
+        backend().load()
+    assert "tensorrt" in order and order.index("torch") < order.index("tensorrt"), order
 
-def make_fake_trt(state: FakeState) -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.99.0"
 
-    class Severity(enum.Enum):
-        INTERNAL_ERROR = 0
-        ERROR = 1
-        WARNING = 2
-        INFO = 3
-        VERBOSE = 4
-
-    class ILogger:
-        def __init__(self) -> None:
-            pass
-
-    ILogger.Severity = Severity
-    trt.ILogger = ILogger
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
-    trt.MemoryPoolType = enum.Enum("MemoryPoolType", {"WORKSPACE": 0})
-    trt.BuilderFlag = enum.Enum("BuilderFlag", {"TF32": 7})
-    trt.TensorIOMode = enum.Enum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
-    trt.DataType = enum.Enum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3})
-    trt.ExecutionContextAllocationStrategy = enum.Enum(
-        "ExecutionContextAllocationStrategy", {"STATIC": 0, "ON_PROFILE_CHANGE": 1, "USER_MANAGED": 2}
-    )
-
-    class Network:
-        def __init__(self) -> None:
-            self.inputs: list[Any] = []
-            self.outputs: list[dict] = []
-
-        @property
-        def num_inputs(self) -> int:
-            return len(self.inputs)
-
-        def get_input(self, i: int) -> Any:
-            return self.inputs[i]
-
-    class ParserError:
-        def __init__(self, text: str) -> None:
-            self.text = text
-
-        def __str__(self) -> str:
-            return self.text
-
-    class OnnxParser:
-        def __init__(self, network: Network, logger: Any) -> None:
-            self.network, self.logger, self.errors = network, logger, []
-
-        def parse_from_file(self, path: str) -> bool:
-            if state.parse_errors:
-                self.errors = [ParserError(e) for e in state.parse_errors]
-                return False
-            import onnx
-
-            graph = onnx.load(path, load_external_data=False).graph
-
-            def desc(value_info):
-                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
-                return {"name": value_info.name, "shape": dims}
-
-            initializers = {i.name for i in graph.initializer}
-            self.network.inputs = [
-                types.SimpleNamespace(name=v.name, desc=desc(v)) for v in graph.input if v.name not in initializers
-            ]
-            self.network.outputs = [desc(v) for v in graph.output]
-            return True
-
-        @property
-        def num_errors(self) -> int:
-            return len(self.errors)
-
-        def get_error(self, i: int) -> ParserError:
-            return self.errors[i]
-
-    class Profile:
-        def set_shape(self, name, min_shape, opt_shape, max_shape) -> None:
-            self.shape = (name, tuple(min_shape), tuple(opt_shape), tuple(max_shape))
-
-    class Config:
-        def __init__(self) -> None:
-            self.profiles: list[Profile] = []
-
-        def set_memory_pool_limit(self, pool, size) -> None:
-            assert pool is trt.MemoryPoolType.WORKSPACE
-            state.workspace.append(size)
-
-        def clear_flag(self, flag) -> None:
-            state.cleared_flags.append(flag)
-
-        def add_optimization_profile(self, profile) -> int:
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
-
-    class Builder:
-        def __init__(self, logger: Any) -> None:
-            self.logger = logger
-
-        def create_network(self, flags: int = 0) -> Network:
-            state.network_flags.append(flags)
-            return Network()
-
-        def create_builder_config(self) -> Config:
-            return Config()
-
-        def create_optimization_profile(self) -> Profile:
-            return Profile()
-
-        def build_serialized_network(self, network: Network, config: Config):
-            state.builds += 1
-            if state.fail_build:
-                self.logger.log(Severity.ERROR, "fake build failure:\n  out of tactics")
-                return None
-            (profile,) = config.profiles
-            state.profiles.append(profile.shape)
-            name, min_shape, opt_shape, max_shape = profile.shape
-            plan = {
-                "inputs": [dict(i.desc, dtype="FLOAT", profile=[min_shape, opt_shape, max_shape]) for i in network.inputs],
-                "outputs": [dict(o, dtype="FLOAT") for o in network.outputs],
-            }
-            return bytearray(json.dumps(plan).encode())  # IHostMemory supports the buffer protocol
-
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            self.logger = logger
-
-        def deserialize_cuda_engine(self, data) -> Any:
-            try:
-                return Engine(json.loads(bytes(data)))
-            except ValueError:
-                self.logger.log(Severity.ERROR, "fake: serialization version mismatch")
-                return None
-
-    class Engine:
-        def __init__(self, plan: dict) -> None:
-            self.tensors = {t["name"]: ("input", t) for t in plan["inputs"]}
-            self.tensors.update({t["name"]: ("output", t) for t in plan["outputs"]})
-            self.device_memory_size_v2 = 1 << 20
-
-        @property
-        def num_io_tensors(self) -> int:
-            return len(self.tensors)
-
-        def get_tensor_name(self, i: int) -> str:
-            return list(self.tensors)[i]
-
-        def get_tensor_mode(self, name: str):
-            return trt.TensorIOMode.INPUT if self.tensors[name][0] == "input" else trt.TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name: str):
-            return trt.DataType[self.tensors[name][1]["dtype"]]
-
-        def get_tensor_shape(self, name: str) -> tuple:
-            return tuple(self.tensors[name][1]["shape"])
-
-        def get_tensor_profile_shape(self, name: str, profile_index: int) -> list:
-            assert profile_index == 0
-            return [tuple(s) for s in self.tensors[name][1]["profile"]]
-
-        def create_execution_context(self, strategy=None) -> "FakeContext":
-            context = FakeContext(self, strategy)  # None: TensorRT's default (STATIC)
-            state.contexts.append(context)
-            return context
-
-    class FakeContext:
-        def __init__(self, engine: Engine, strategy) -> None:
-            self.engine, self.strategy = engine, strategy
-            self.addresses: dict[str, int] = {}
-            self.shape: tuple | None = None
-            self.memory: tuple | None = None
-            self.runs = 0
-
-        def set_device_memory(self, ptr: int, size: int) -> None:
-            assert size >= self.engine.device_memory_size_v2
-            self.memory = (ptr, size)
-
-        def set_tensor_address(self, name: str, ptr: int) -> bool:
-            self.addresses[name] = int(ptr)
-            return name in self.engine.tensors
-
-        def set_input_shape(self, name: str, shape) -> bool:
-            low, _, high = self.engine.get_tensor_profile_shape(name, 0)
-            shape = tuple(shape)
-            if len(shape) != len(low) or any(not lo <= s <= hi for s, lo, hi in zip(shape, low, high)):
-                return False
-            self.shape = shape
-            return True
-
-        def execute_async_v3(self, stream_handle: int) -> bool:
-            user_managed = getattr(self.strategy, "name", None) == "USER_MANAGED"
-            if self.shape is None or (user_managed and self.memory is None):
-                return False
-            if stream_handle != torch.cuda.current_stream().cuda_stream:
-                return False  # the fake runs on the current stream, so it must be the one asked for
-            self.runs += 1
-            batch = self.shape[0]
-            classes = self.engine.tensors["logits"][1]["shape"][1]
-            images = _device_view(self.addresses["input"], self.shape)
-            logits = _device_view(self.addresses["logits"], (batch, classes))
-            with torch.no_grad():
-                logits.copy_(state.compute(images))
-            return True
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
-    return trt
-
-
-class _CudaArray:
-    def __init__(self, ptr: int, shape: tuple) -> None:
-        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": "<f4", "data": (ptr, False), "version": 2}
-
-
-def _device_view(ptr: int, shape: tuple) -> torch.Tensor:
-    """A float32 CUDA tensor over memory the backend owns (what TensorRT reads and writes)."""
-    return torch.as_tensor(_CudaArray(ptr, shape), device="cuda")
-
-
-@pytest.fixture
-def fake_trt(monkeypatch):
-    state = FakeState()
-    module = make_fake_trt(state)
-    monkeypatch.setitem(sys.modules, "tensorrt", module)
-    return module, state
-
-
-@pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory) -> Path:
-    from sut.onnx_export import export_onnx
-
-    return export_onnx(ModelSpec("resnet18", "fp32", image_size=IMAGE_SIZE), tmp_path_factory.mktemp("onnx"))
-
-
-# -- engine build and cache, against the fake --------------------------------------------
-
-
-def test_build_uses_a_strongly_typed_network_and_one_profile(fake_trt, onnx_file):
-    trt, state = fake_trt
-    logger = make_logger(trt)
-    shapes = profile_shapes(IMAGE_SIZE, 1, 16, 16)
-    data = build_serialized_engine(trt, logger, onnx_file, shapes, 1 << 30, tf32=False)
-    assert state.network_flags == [1 << 1]
-    assert state.profiles == [("input", *shapes)]
-    assert state.workspace == [1 << 30] and state.cleared_flags == [trt.BuilderFlag.TF32]
-    engine = trt.Runtime(logger).deserialize_cuda_engine(data)
-    descs = io_descriptions(trt, engine)
-    assert descs == [
-        TensorDesc("input", "input", "float32", (-1, 3, IMAGE_SIZE, IMAGE_SIZE)),
-        TensorDesc("logits", "output", "float32", (-1, 1000)),
-    ]
-    assert profile_max_batch(engine) == 16
-    plan = BindingPlan.from_descriptions(descs, 1000, IMAGE_SIZE, max_batch=16)
-    assert plan.input_shape(16) == (16, 3, IMAGE_SIZE, IMAGE_SIZE)
-
-
-def test_parse_errors_are_joined_into_one_line(fake_trt, onnx_file):
-    trt, state = fake_trt
-    state.parse_errors = ["In node 3 (Conv): UNSUPPORTED_NODE:\n bad pads", "In node 9: INVALID_GRAPH"]
-    with pytest.raises(BackendError) as exc:
-        build_serialized_engine(trt, make_logger(trt), onnx_file, profile_shapes(32, 1, 4, 4), 1 << 30)
-    text = one_line(exc)
-    assert "could not parse" in text and "bad pads; In node 9: INVALID_GRAPH" in text
-
-
-def test_failed_build_reports_tensorrt_errors_in_one_line(fake_trt, onnx_file, caplog):
-    trt, state = fake_trt
-    state.fail_build = True
-    with caplog.at_level(logging.ERROR), pytest.raises(BackendError) as exc:
-        build_serialized_engine(trt, make_logger(trt), onnx_file, profile_shapes(32, 1, 4, 4), 1 << 30)
-    assert "engine build failed" in one_line(exc) and "fake build failure: out of tactics" in str(exc.value)
-    assert "fake build failure" in caplog.text
-
-
-def test_engine_cache_builds_once_then_hits_and_rebuilds_a_bad_file(fake_trt, onnx_file, tmp_path):
-    trt, state = fake_trt
-    logger = make_logger(trt)
-    runtime = trt.Runtime(logger)
-    path = tmp_path / "tensorrt" / "resnet18-test-0123abcd.engine"
-    shapes = profile_shapes(IMAGE_SIZE, 1, 8, 8)
-
-    def build() -> bytes:
-        return build_serialized_engine(trt, logger, onnx_file, shapes, 1 << 30)
-
-    engine, status = load_or_build_engine(trt, logger, runtime, path, build, {"key": "0123abcd"})
-    assert status == "built" and engine is not None and state.builds == 1
-    assert path.is_file() and json.loads(path.with_suffix(".json").read_text())["key"] == "0123abcd"
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
-    _, status = load_or_build_engine(trt, logger, runtime, path, build, {})
-    assert status == "hit" and state.builds == 1
-    path.write_bytes(b"engine from another TensorRT version")
-    _, status = load_or_build_engine(trt, logger, runtime, path, build, {})
-    assert status == "rebuilt" and state.builds == 2
-    assert path.read_bytes().startswith(b"{")
-
-
-def test_no_gpu_is_a_device_error_once_tensorrt_imports(fake_trt):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible")
+def test_no_gpu_is_a_device_error_once_tensorrt_imports(monkeypatch):
+    install_fake_trt(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceError) as exc:
         backend().load()
     assert "no CUDA device" in one_line(exc)
 
 
-# -- the CUDA execution path, against the fake (GPU machine) -----------------------------
+# -- TensorRT's CUDA build against the driver (sut/trt_cuda.py) -------------------------
 
 
-@pytest.fixture(scope="module")
-def torch_reference():
-    """Top-1 of every staged sample from the fp32 network on the GPU, one at a time."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    from sut.models import build_model
-
-    net = build_model(ModelSpec("resnet18", "fp32", image_size=IMAGE_SIZE)).cuda()
-    samples = SyntheticDataset(count=COUNT, image_size=IMAGE_SIZE).load(np.arange(COUNT))
-    with torch.inference_mode():
-        logits = torch.cat([net(torch.from_numpy(samples[i : i + 1]).cuda()) for i in range(COUNT)])
-    return net, samples, logits.cpu()
+def test_tensorrt_cuda_build_comes_from_the_wheel_names():
+    assert tensorrt_cuda_builds(["tensorrt", "tensorrt_cu13", "tensorrt-cu13-libs", "tensorrt_cu13_bindings"]) == (13,)
+    assert tensorrt_cuda_builds(["tensorrt-cu12", "tensorrt-cu13-libs"]) == (12, 13)
+    # Other TensorRT flavours are other modules; a tar or container install has no cu wheel.
+    assert tensorrt_cuda_builds(["tensorrt-dispatch-cu13", "tensorrt-lean-cu12", "tensorrt"]) == ()
 
 
-def loaded(tmp_path, staging="device", cuda_graphs=True, **extra) -> TensorRTBackend:
-    model = ModelSpec("resnet18", "fp32", image_size=IMAGE_SIZE)
-    options = BackendOptions(
-        device="cuda", max_batch=16, in_flight=2, cuda_graphs=cuda_graphs, staging=staging,
-        extra=dict(cache_dir=tmp_path / "cache", **extra),
-    )
-    trt_backend = TensorRTBackend(model, options)
+def test_cuda13_tensorrt_on_a_cuda12_driver_is_refused_before_any_builder(monkeypatch, tmp_path):
+    trt, state = install_fake_trt(monkeypatch, "11.1.0")
+    fake_gpu(monkeypatch)
+    cuda_stack(monkeypatch, torch_cuda="12.8", driver=(12, 8), driver_version="570.86.15",
+               wheels=("tensorrt", "tensorrt-cu13", "tensorrt-cu13-libs", "tensorrt-cu13-bindings"))
+    with pytest.raises(BackendError) as exc:
+        backend(cache_dir=tmp_path).load()
+    text = one_line(exc)
+    assert "570.86.15" in text and "CUDA 12.8" in text and "CUDA 13 (tensorrt-cu13)" in text
+    assert "pip uninstall -y tensorrt tensorrt-cu13 " in text and "pip install tensorrt-cu12" in text
+    assert "R580" in text
+    assert state.loggers == [] and state.builds == 0  # stopped before TensorRT was touched
+
+
+def test_a_matching_driver_passes_and_describe_names_the_stack(monkeypatch, tmp_path):
+    trt, state = install_fake_trt(monkeypatch, "11.1.0")
+    fake_gpu(monkeypatch)
+    cuda_stack(monkeypatch, torch_cuda="13.0", driver=(13, 0), driver_version="580.65.06",
+               wheels=("tensorrt-cu13",))
+    trt_backend = backend(cache_dir=tmp_path)
     trt_backend.load()
-    trt_backend.allocate_staging(COUNT)
-    samples = SyntheticDataset(count=COUNT, image_size=IMAGE_SIZE).load(np.arange(COUNT))
-    trt_backend.stage(np.arange(COUNT), samples)
-    return trt_backend
-
-
-def answers(trt_backend: TensorRTBackend, rows) -> np.ndarray:
-    pending = trt_backend.run_batch(np.asarray(rows, dtype=np.int64))
-    try:
-        return pending.wait().copy()
-    finally:
-        pending.release()
-
-
-def check_mixed_batches(trt_backend: TensorRTBackend, reference_logits: torch.Tensor, margin=1e-3) -> None:
-    """Batches of every size, in an order that switches bucket each time, give the same
-    top-1 as one-at-a-time inference wherever the reference's top two are more than
-    `margin` (relative) apart."""
-    expected = reference_logits.argmax(1).numpy()
-    top2 = reference_logits.topk(2, dim=1).values
-    clear = ((top2[:, 0] - top2[:, 1]) > margin * top2[:, 0].abs().clamp(min=1)).numpy()
-    assert clear.mean() > 0.5, "reference has too many near ties to check anything"
-    rng = np.random.default_rng(0)
-    for size in [1, 16, 3, 9, 1, 12, 5, 16, 2, 7]:
-        rows = rng.choice(COUNT, size=size, replace=False)
-        got = answers(trt_backend, rows)
-        assert got.dtype == np.int32 and got.shape == (size,)
-        mask = clear[rows]
-        assert np.array_equal(got[mask], expected[rows][mask]), (size, rows)
-    assert answers(trt_backend, []).shape == (0,)
-
-
-@needs_cuda
-@pytest.mark.parametrize("staging, cuda_graphs", [("device", True), ("device", False), ("host", True)])
-def test_fake_engine_execution_path(fake_trt, tmp_path, torch_reference, staging, cuda_graphs):
-    trt, state = fake_trt
-    net, _, reference = torch_reference
-    state.compute = net
-    trt_backend = loaded(tmp_path, staging=staging, cuda_graphs=cuda_graphs)
     info = trt_backend.describe()
-    assert info["engine_cache"] == "built" and info["tensorrt"] == "10.99.0"
-    assert info["input_dtype"] == "float32" and info["precision"] == "fp32"
-    if cuda_graphs:
-        assert info["cuda_graphs"] == "per batch bucket", info["cuda_graphs"]
-        assert info["graph_buckets"] == [1, 2, 4, 8, 10, 12, 14, 16]
-        # Each slot: one free-shape context plus one fixed-shape context per bucket, all
-        # on user-managed memory, the bucket contexts never reshaped after capture.
-        assert len(state.contexts) == 2 * (1 + 8)
-        assert all(c.strategy is trt.ExecutionContextAllocationStrategy.USER_MANAGED for c in state.contexts)
-    else:
-        assert info["cuda_graphs"].startswith("off") and len(state.contexts) == 2
-    check_mixed_batches(trt_backend, reference)
-    with pytest.raises(BackendError, match=f"outside the {COUNT} staged samples"):
-        trt_backend.run_batch(np.array([0, -1]))  # an unstaged sample: never into the graph
-    assert answers(trt_backend, [1, 2]).shape == (2,)
-    seconds = trt_backend.time_tight_loop(8, 5)
-    assert seconds > 0
-    assert trt_backend.time_tight_loop(3, 2) > 0  # not a bucket: the free-shape context
-    trt_backend.close()
-    trt_backend.close()
-
-    # A second backend finds the engine in the cache.
-    again = loaded(tmp_path, staging=staging, cuda_graphs=cuda_graphs)
-    assert again.describe()["engine_cache"] == "hit" and state.builds == 1
-    again.close()
-
-
-@needs_cuda
-def test_failed_capture_falls_back_to_no_graphs(fake_trt, tmp_path, torch_reference, monkeypatch):
-    trt, state = fake_trt
-    net, _, reference = torch_reference
-    state.compute = net
-    monkeypatch.delattr(trt, "ExecutionContextAllocationStrategy")  # no user-managed contexts
-    trt_backend = loaded(tmp_path)
-    note = trt_backend.describe()["cuda_graphs"]
-    assert note.startswith("off (capture failed:") and "\n" not in note
-    check_mixed_batches(trt_backend, reference)
+    assert info["tensorrt_cuda_build"] == ["cu13"] and info["driver"] == "580.65.06"
+    assert info["driver_cuda"] == "13.0" and info["torch_cuda"] == "13.0"
     trt_backend.close()
 
 
-# -- a real engine (wherever TensorRT is installed) --------------------------------------
+def test_runtime_that_cannot_start_is_one_line_naming_driver_and_wheel(monkeypatch, tmp_path):
+    # The build is unknown (a tar install): no check beforehand, so pybind11's TypeError is
+    # what happens, and it must not reach the user as a traceback.
+    trt, state = install_fake_trt(monkeypatch)
+    state.cuda_init_fails = True
+    fake_gpu(monkeypatch)
+    cuda_stack(monkeypatch, torch_cuda="12.8", driver=(12, 8), driver_version="570.86.15")
+    with pytest.raises(BackendError) as exc:
+        backend(cache_dir=tmp_path).load()
+    text = one_line(exc)
+    assert "Runtime could not start" in text and "factory function returned nullptr" in text
+    assert "570.86.15" in text and "pip install tensorrt-cu12" in text
+    assert "CUDA initialization failure with error: 35" in text  # what TensorRT logged
 
 
-@needs_trt
-@needs_cuda
-@pytest.mark.parametrize("cuda_graphs", [True, False])
-def test_real_fp32_engine_matches_the_torch_backend(tmp_path, torch_reference, cuda_graphs):
-    from sut.backends.torch_backend import TorchBackend
-
-    _, samples, reference = torch_reference
-    torch_backend = TorchBackend(
-        ModelSpec("resnet18", "fp32", image_size=IMAGE_SIZE), BackendOptions(device="cuda", max_batch=16)
-    )
-    torch_backend.load()
-    torch_backend.allocate_staging(COUNT)
-    torch_backend.stage(np.arange(COUNT), samples)
-    torch_top1 = answers(torch_backend, np.arange(16))
-    torch_backend.close()
-
-    trt_backend = loaded(tmp_path, cuda_graphs=cuda_graphs)
-    info = trt_backend.describe()
-    assert info["engine_cache"] == "built" and Path(info["engine_path"]).is_file()
-    trt_top1 = answers(trt_backend, np.arange(16))
-    # TF32 on both sides: rare near-ties may flip, nothing else.
-    assert (trt_top1 == torch_top1).mean() >= 0.9, (trt_top1, torch_top1)
-    check_mixed_batches(trt_backend, reference, margin=0.05)
-    assert trt_backend.time_tight_loop(16, 10) > 0
-    trt_backend.close()
-    assert loaded(tmp_path, cuda_graphs=cuda_graphs).describe()["engine_cache"] == "hit"
+def test_cuda_stack_advice_and_warnings():
+    stack = CudaStack("12.8", Driver((13, 0), "580.65.06"), (13,))
+    stack.check()  # a CUDA 13 driver runs a CUDA 13 TensorRT beside a CUDA 12 torch
+    assert stack.warnings() and "tensorrt-cu12 matches torch" in stack.warnings()[0]
+    assert CudaStack("13.0", Driver((13, 0), None), (13,)).warnings() == []
+    CudaStack("12.8", Driver(None, None), (13,)).check()  # driver unknown: nothing to say yet
+    mixed = CudaStack("12.8", Driver((12, 8), None), (12, 13)).failed_to_start("Builder", TypeError("x"), "")
+    assert isinstance(mixed, BackendError) and "several CUDA builds at once" in str(mixed)
+    assert "pip uninstall -y tensorrt tensorrt-cu13 tensorrt-cu13-libs tensorrt-cu13-bindings" in str(mixed)
