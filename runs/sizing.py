@@ -101,10 +101,14 @@ def _shown(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-# Server queries over the latency bound the early-stopping sizing tolerates, where the
-# profile's time bound affords them: p99 needs 459 queries with none over, 1001 with three
-# (a few stalls of a busy host: 3 of 662 queries on the shared 2-core CPU at 20 QPS).
-SERVER_OVERLATENCY_ALLOWANCE = 3
+# The most Server queries over the latency bound the early-stopping sizing tolerates, where
+# the profile's time bound affords them: the run takes as many queries as that time allows
+# at the scheduled load, up to this allowance. p99 needs 459 queries with none over, 1001
+# with 3 (0.30%), 1157 with 4, 2277 with 12, 2669 with 15 (0.56%). On a shared 2-core CPU
+# host a stall of a few ms hits 0.2-1% of batch-1 queries (BENCHMARKS.md, 2026-12-03):
+# with 3 allowed, runs whose p99 was well under the bound (12.9 ms of 15) still failed.
+# Fast devices are not affected: their minimum duration already brings more queries.
+SERVER_OVERLATENCY_ALLOWANCE = 15
 
 
 def size_for_early_stopping(config: RunConfig, per_batch: float | None) -> None:

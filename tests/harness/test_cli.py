@@ -338,12 +338,13 @@ def test_plain_server_run_on_the_cpu_has_the_queries_p99_needs(cache_dir: Path, 
                    cache_dir, timeout=300)
     assert_finished(proc)
     result = run_result(out, "Server")
-    assert result["config"]["loadgen"]["min_query_count"] == 1001  # p99 with three queries over the bound
-    # With three or fewer queries over the 15 ms bound, 1001 queries meet early stopping; a busy
+    # 60 s at 60 QPS affords the most the sizing takes: 2669 queries, p99 with 15 over the bound.
+    assert result["config"]["loadgen"]["min_query_count"] == 2669
+    # With 15 or fewer queries over the 15 ms bound, 2669 queries meet early stopping; a busy
     # shared host may stall more of them than that, and then the latency is the reason, not the count.
     (run_dir,) = out.glob("results/*/resnet18/Server/performance/run_1")
     over = parse_detail(run_dir / "mlperf_log_detail.txt").result["overlatency_query_count"]
-    assert result["summary"]["valid"] or over > 3, (over, result["summary"])
+    assert result["summary"]["valid"] or over > 15, (over, result["summary"])
 
 
 def test_max_batch_in_singlestream(cache_dir: Path, out: Path) -> None:

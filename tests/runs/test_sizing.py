@@ -151,8 +151,16 @@ def test_singlestream_p90_already_has_enough_queries() -> None:
 def test_server_quick_run_gets_queries_for_p99_with_a_few_stalls() -> None:
     config = stream("Server", target_qps=20)
     size_run_from_warmup(config, FixedLoop())
-    # Three queries over the bound tolerated: 1001 queries, 50 s at 20 QPS.
-    assert config.loadgen["min_query_count"] == early_stopping_min_queries("Server", 0.99, 3) == 1001
+    # As many as the profile's 60 s afford: four over the bound tolerated, 1157 queries, 58 s.
+    assert config.loadgen["min_query_count"] == early_stopping_min_queries("Server", 0.99, 4) == 1157
+    busier = stream("Server", target_qps=40)
+    size_run_from_warmup(busier, FixedLoop())
+    # 2277 queries (12 over tolerated) take 57 s at 40 QPS; 2409 (13) would take 60.2 s.
+    assert busier.loadgen["min_query_count"] == early_stopping_min_queries("Server", 0.99, 12) == 2277
+    fast = stream("Server", target_qps=10_000)
+    size_run_from_warmup(fast, FixedLoop())
+    # The minimum duration alone brings 50,000 queries: the count is left as it was.
+    assert fast.loadgen["min_query_count"] == 100
 
 
 def test_server_at_a_low_load_gets_fewer_stalls_tolerated_or_a_warning(caplog: pytest.LogCaptureFixture) -> None:
