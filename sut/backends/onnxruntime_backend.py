@@ -4,8 +4,9 @@ Inputs are staged in a host numpy array; ONNX Runtime copies each batch to the d
 itself, so batches run synchronously and `run_batch` returns a finished `DonePending`.
 It runs fp32 and int8 (the explicit Q/DQ graph from `calibration/` scales); fp16/bf16
 belong to the torch backend. `extra["int8_encoding"]` picks the int8 graph's encoding
-(default uint8, ONNX Runtime's fast path; "int8" is the graph TensorRT builds from, run
-here to check its accuracy where TensorRT is missing). On the CPU, `extra["int8_cpu_path"]`
+(default uint8, ONNX Runtime's fast path; "int8" is TensorRT's encoding, run here to check
+its accuracy where TensorRT is missing, in ONNX Runtime's placement: TensorRT's own graph
+also leaves each residual Conv->Add input unquantized, sut/qdq_placement.py). On the CPU, `extra["int8_cpu_path"]`
 (default auto) picks how the int8 graph stays exact on this CPU's integer kernels: its
 weight range and session options (sut/cpu_isa.py); describe() records the CPU's ISA, the
 path and why.
