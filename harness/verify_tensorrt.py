@@ -32,7 +32,7 @@ from typing import Any, Sequence, TextIO
 from harness.verify_figures import build_figures, junit_figures, run_figures
 from plumbing import logs
 from plumbing.argtypes import DefaultsHelpFormatter, OneLineParser, add_verbose_flag, guarded, positive_float
-from plumbing.errors import OK_EXIT, RUN_FAILED_EXIT, BackendError, DeviceError, OutputError, exit_code_epilog, one_line
+from plumbing.errors import OK_EXIT, RUN_FAILED_EXIT, DeviceError, OutputError, exit_code_epilog, one_line
 from plumbing.files import write_atomic
 from plumbing.steps import Step, StepResult, run_step
 from plumbing.version import __version__
@@ -73,16 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 def preflight() -> Any:
     """The tensorrt module, once it imports and a CUDA GPU is visible; else the one-line
     error, before anything is written."""
-    import torch  # first, as the backend does: tensorrt before torch can break torch's CUDA kernels
+    from sut.trt_cuda import import_torch_and_tensorrt
 
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        from sut.backends.tensorrt_backend import TRT_MISSING
-
-        raise BackendError(TRT_MISSING) from exc
-    except OSError as exc:  # the package is there but NVIDIA's libraries are not
-        raise BackendError(f"TensorRT is installed but failed to load: {one_line(exc)}") from exc
+    torch, trt = import_torch_and_tensorrt()  # the backend's own: torch first, one line if missing
     if not torch.cuda.is_available():
         raise DeviceError(f"verify-tensorrt needs an NVIDIA GPU and PyTorch sees none (torch {torch.__version__}, "
                           f"CUDA {torch.version.cuda or 'none: a CPU-only build'}); run it on the GPU machine")

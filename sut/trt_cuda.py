@@ -213,6 +213,21 @@ def cuda_stack(torch: Any) -> CudaStack:
     return CudaStack(_torch_cuda(), driver_info(torch), tensorrt_cuda_builds())
 
 
+def import_torch_and_tensorrt() -> tuple[Any, Any]:
+    """(torch, tensorrt), torch imported first (tensorrt before torch can segfault torch's CUDA
+    kernels later: pytorch/pytorch#103852); a missing or broken TensorRT is the one-line
+    BackendError with the wheel to install."""
+    import torch
+
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendError(trt_missing()) from exc
+    except OSError as exc:  # the package is there but NVIDIA's libraries are not
+        raise BackendError(f"TensorRT is installed but failed to load: {one_line(str(exc))}") from exc
+    return torch, trt
+
+
 def start(factory: Any, logger: Any, what: str) -> Any:
     """`factory(logger)` (trt.Builder, trt.Runtime), with pybind11's null-factory TypeError
     turned into the one-line BackendError that names the driver and the wheel to install.

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -60,7 +59,7 @@ from typing import Any
 
 from plumbing.errors import BackendError, one_line
 from plumbing.files import write_atomic
-from sut.onnx_export import INPUT_NAME, cache_root
+from sut.onnx_export import INPUT_NAME
 from sut.trt_cuda import start
 from sut.trt_plan import TensorDesc
 
@@ -192,12 +191,6 @@ class TimingCache:
             write_atomic(self.path, bytes(cache.serialize()))
         except OSError as exc:
             log.warning("tensorrt: could not save the timing cache %s: %s", self.path, exc)
-
-
-def timing_cache_path(cache_dir: Path | str | None, gpu: str, capability: tuple[int, ...], trt_version: str) -> Path:
-    """<cache>/tensorrt/timing-<gpu>-sm<cc>-trt<version>.cache, beside the engines."""
-    token = re.sub(r"[^A-Za-z0-9._]+", "-", f"{gpu}-sm{capability[0]}{capability[1]}-trt{trt_version}".lower())
-    return cache_root(cache_dir) / "tensorrt" / f"timing-{token.strip('-.') or 'unknown'}.cache"
 
 
 def build_serialized_engine(

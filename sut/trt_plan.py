@@ -156,6 +156,13 @@ def engine_cache_path(cache_dir: Path | str | None, key: str, stem: str) -> Path
     return cache_root(cache_dir) / "tensorrt" / f"{_slug(stem)}-{key}.engine"
 
 
+def timing_cache_path(cache_dir: Path | str | None, gpu: str, capability: tuple[int, ...], trt_version: str) -> Path:
+    """<cache>/tensorrt/timing-<gpu>-sm<cc>-trt<version>.cache, beside the engines: a timing
+    cache is valid for one GPU model and TensorRT version only."""
+    token = _slug(f"{gpu}-sm{capability[0]}{capability[1]}-trt{trt_version}")
+    return cache_root(cache_dir) / "tensorrt" / f"timing-{token}.cache"
+
+
 def _slug(text: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._]+", "-", text.strip().lower()).strip("-.")
     return slug or "unknown"

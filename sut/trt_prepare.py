@@ -16,9 +16,9 @@ from sut.backends.base import ModelSpec
 from sut.onnx_export import export_onnx
 from sut.trt_cuda import start
 from sut.trt_engine import (TimingCache, activation_bytes, build_serialized_engine, io_descriptions,
-                            load_or_build_engine, make_logger, profile_max_batch, timing_cache_path)
+                            load_or_build_engine, make_logger, profile_max_batch)
 from sut.trt_plan import (FP32_EXPORT, BindingPlan, engine_cache_key, engine_cache_path, engine_stem, file_sha256,
-                          profile_shapes)
+                          profile_shapes, timing_cache_path)
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from plumbing.errors import BackendError, DeviceError, one_line
 from sut.backends.base import BackendOptions, ModelSpec, tight_loop_rows
 from sut.backends.cuda_slots import CudaSlot, CudaSlotBackend, batch_buckets, new_slot
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME
-from sut.trt_cuda import cuda_stack, trt_missing
+from sut.trt_cuda import cuda_stack, import_torch_and_tensorrt
 from sut.trt_prepare import prepare_engine, read_calibration
 from sut.trt_engine import (
     activation_bytes,
@@ -45,15 +45,6 @@ from sut.trt_plan import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def __getattr__(name: str) -> Any:
-    """TRT_MISSING, the install advice: it names the wheel for the CUDA major of this
-    process's torch build (tensorrt-cu12 or tensorrt-cu13), so it is made on first use and
-    importing this module does not import torch."""
-    if name == "TRT_MISSING":
-        return trt_missing()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16"}
@@ -112,16 +103,7 @@ class TensorRTBackend(CudaSlotBackend):
                 f"tensorrt backend runs on CUDA GPUs only; device {self.options.device!r} "
                 "is not one (use --backend torch or onnxruntime on the CPU)"
             )
-        # torch first: importing tensorrt before torch can segfault torch's CUDA kernels
-        # later (pytorch/pytorch#103852).
-        import torch
-
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise BackendError(trt_missing()) from exc
-        except OSError as exc:  # the package is there but NVIDIA's libraries are not
-            raise BackendError(f"TensorRT is installed but failed to load: {one_line(str(exc))}") from exc
+        torch, trt = import_torch_and_tensorrt()  # torch first (pytorch/pytorch#103852)
 
         if not torch.cuda.is_available():
             raise DeviceError("tensorrt backend: CUDA requested but no CUDA device is visible")

@@ -29,7 +29,7 @@ from harness.verify_tensorrt import REPORT_FILE, REPORT_SCHEMA, build_parser, ma
 from plumbing.errors import RUN_FAILED_EXIT
 from plumbing.steps import Figures, Step
 from runs.run_flags import build_parser as run_parser
-from sut.backends.tensorrt_backend import TRT_MISSING
+from sut.trt_cuda import trt_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -48,7 +48,7 @@ def test_without_tensorrt_it_stops_at_once_with_the_backends_one_line(tmp_path: 
     proc = subprocess.run([sys.executable, "-m", "deepgap", "verify-tensorrt", "--output", str(out)], cwd=ROOT,
                           env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines() == [f"deepgap: error: {TRT_MISSING}"]
+    assert proc.stderr.splitlines() == [f"deepgap: error: {trt_missing()}"]
     assert not out.exists()
 
 

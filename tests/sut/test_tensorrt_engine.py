@@ -18,8 +18,8 @@ from sut.backends.base import BackendOptions, ModelSpec
 from sut.backends.tensorrt_backend import TensorRTBackend
 from sut.onnx_export import export_onnx
 from sut.trt_engine import (TimingCache, build_serialized_engine, io_descriptions, load_or_build_engine, make_logger,
-                            profile_max_batch, timing_cache_path)
-from sut.trt_plan import FP16_GRAPH, INT8_QDQ_GRAPH, BindingPlan, TensorDesc, profile_shapes
+                            profile_max_batch)
+from sut.trt_plan import FP16_GRAPH, INT8_QDQ_GRAPH, BindingPlan, TensorDesc, profile_shapes, timing_cache_path
 from tests.sut.fake_tensorrt import VERSIONS, FakeState, install_fake_trt, make_fake_trt
 from tests.sut.trt_helpers import calibration_for, cuda_stack, fake_gpu
 
