@@ -51,8 +51,9 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 class Bench:
     def __init__(self, model: str, precision: str, output: Path, repeats: int, duration_ms: int,
-                 search_ms: int, gpu: str, compile_mode: str = "default") -> None:
+                 search_ms: int, gpu: str, compile_mode: str = "default", instances: int = 1) -> None:
         self.model, self.precision, self.compile = model, precision, compile_mode
+        self.instances = instances
         self.loads: list[dict[str, Any]] = []
         self.output, self.repeats = output, repeats
         self.duration_ms, self.search_ms = duration_ms, search_ms
@@ -64,7 +65,8 @@ class Bench:
         self.runs += 1
         request = CliRequest(
             scenario=scenario, model=self.model, precision=self.precision, gpu=self.gpu,
-            backend="torch", compile=self.compile, output=self.output / f"run{self.runs:03d}", overwrite=True,
+            backend="torch", compile=self.compile, instances=self.instances,
+            output=self.output / f"run{self.runs:03d}", overwrite=True,
             min_duration_ms=overrides.pop("min_duration_ms", self.duration_ms), **overrides,
         )
         return resolve(request)
@@ -87,7 +89,7 @@ class Bench:
 
     def measure(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "precision": self.precision, "compile": self.compile,
-                               "loads": self.loads}
+                               "instances": self.instances, "loads": self.loads}
         offline_cfg = self.config("Offline")
         dataset = make_dataset(offline_cfg)
         offline_backend = self.load(offline_cfg)
@@ -106,7 +108,8 @@ class Bench:
             out["server_grid"] = self.server_grid(out["offline_qps"]["mean"], dataset, self.server_grid_knobs)
             return out
         out.update(self.server(out["offline_qps"]["mean"], dataset))
-        out.update(self.single_stream(dataset))
+        if self.instances == 1:  # one query at a time: more instances only take turns
+            out.update(self.single_stream(dataset))
         return out
 
     def server_grid(self, offline_qps: float, dataset, grid: list[dict[str, int]],
@@ -219,17 +222,19 @@ def table(rows: list[dict[str, Any]]) -> str:
         return f"{d['mean']:,.0f} ± {d['std']:,.0f}"
 
     lines = [
-        "| model | prec | compile | bs | startup s | tight loop img/s | Offline img/s | Off/tight | Server QPS (VALID) | Srv/Off | Server p99 ms | 2-batch-time bound | bs1 p90 ms | SS p90 ms | SS overhead us |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | prec | compile | inst | bs | startup s | tight loop img/s | Offline img/s | Off/tight | Server QPS (VALID) | Srv/Off | Server p99 ms | 2-batch-time bound | bs1 p90 ms | SS p90 ms | SS overhead us |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        single = (f"{r['backend_bs1_p90_ms']['mean']:.3f} ± {r['backend_bs1_p90_ms']['std']:.3f} | "
+                  f"{r['singlestream_p90_ms']['mean']:.3f} ± {r['singlestream_p90_ms']['std']:.3f} | "
+                  f"{r['singlestream_overhead_us']:.0f} |") if "singlestream_p90_ms" in r else "- | - | - |"
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['compile']} | {r['offline_batch']} | "
+            f"| {r['model']} | {r['precision']} | {r['compile']} | {r.get('instances', 1)} | {r['offline_batch']} | "
             f"{startup(r)} | {ms(r['tight_loop_qps'])} | "
             f"{ms(r['offline_qps'])} | {r['offline_vs_tight']:.3f} | {r['server_target_qps']:,.0f} "
             f"({sum(r['server_confirm_valid'])}/{len(r['server_confirm_valid'])}) | {r['server_vs_offline']:.3f} | "
-            f"{r['server_p99_ms']['mean']:.2f} | {r['server_bound_qps']:,.0f} | {r['backend_bs1_p90_ms']['mean']:.3f} ± {r['backend_bs1_p90_ms']['std']:.3f} | "
-            f"{r['singlestream_p90_ms']['mean']:.3f} ± {r['singlestream_p90_ms']['std']:.3f} | {r['singlestream_overhead_us']:.0f} |"
+            f"{r['server_p99_ms']['mean']:.2f} | {r['server_bound_qps']:,.0f} | {single}"
         )
     return "\n".join(lines)
 
@@ -254,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", default="auto")
     p.add_argument("--compile", nargs="+", choices=COMPILE_MODES, default=["none", "default"],
                    help="torch backend compile modes, each measured in turn (default: none default)")
+    p.add_argument("--instances", nargs="+", type=int_at_least(1), default=[1],
+                   help="backend instances per device, each count measured in turn (default: 1); "
+                   "SingleStream only with 1")
     p.add_argument("--output", type=Path, default=Path("deepgap-bench"))
     p.add_argument("--server-grid", nargs="*", type=server_grid_spec, default=None, metavar="MB:TIMEOUT_US:IN_FLIGHT",
                    help="instead of the full benchmark: Offline, then Server p99 for each batching setting")
@@ -267,14 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(shown=(log.name, "runs.sizing"), timestamps=True)
         rows = []
         for model in args.models:
-            for precision, mode in ((p, m) for p in args.precisions for m in args.compile):
+            for precision, mode, count in ((p, m, k) for p in args.precisions for m in args.compile
+                                           for k in args.instances):
                 started = time.monotonic()
                 bench = Bench(model, precision, args.output, args.repeats, args.duration_ms, args.search_ms,
-                              args.gpu, mode)
+                              args.gpu, mode, count)
                 bench.server_grid_knobs.extend(args.server_grid or [])
                 rows.append(bench.measure())
                 rows[-1]["wall_s"] = time.monotonic() - started
-                log.info("%s %s %s done in %.0f s", model, precision, mode, rows[-1]["wall_s"])
+                log.info("%s %s %s x%d done in %.0f s", model, precision, mode, count, rows[-1]["wall_s"])
                 try:  # each group's rows as soon as they exist: a later failure keeps them
                     write_atomic(args.output / "bench.json", json.dumps(rows, indent=2, default=str))
                 except OSError as exc:

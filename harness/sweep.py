@@ -19,7 +19,7 @@ from runs.backend_choice import DEFAULT_BACKEND_RULE, choose_backend
 from runs.config import COMPILE_DEFAULT_RULE, CliRequest
 from sut.backends import BACKENDS
 from studies.curves import DEFAULT_LADDER
-from runs.device import resolve_device
+from runs.device import GPUS_HELP, resolve_device
 from plumbing.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
 from studies.slo import parse_slo
 from studies.study import DEFAULT_BATCH_SIZES, StudyPlan
@@ -71,6 +71,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--in-flight", type=positive, default=None,
                    help="Offline and Server batches in flight (default: the GPU profile's)")
     p.add_argument("--gpu", default="auto", help="GPU profile, cpu, or auto (match the visible device)")
+    p.add_argument("--gpus", default=None, help=f"CUDA devices each run spans: {GPUS_HELP} (default: 1)")
+    p.add_argument("--instances", type=positive, default=None,
+                   help="backend instances per device in every run (default: the GPU profile's, else 1)")
     p.add_argument("--image-size", type=positive, default=None, help="input height and width (default: 224)")
     p.add_argument("--dataset-count", type=positive, default=None,
                    help="synthetic samples (default: 1024, as harness/run.py)")
@@ -91,15 +94,15 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def default_backends(precisions: Sequence[str], gpu: str) -> tuple[str, ...]:
+def default_backends(precisions: Sequence[str], gpu: str, gpus: str = "1") -> tuple[str, ...]:
     """The backend harness/run.py would choose for each precision on this device
     (backend_choice.default_backend, through choose_backend and its checks): a study with no
     --backends uses it, so a sweep and a run of the same precision measure the same thing."""
-    device = resolve_device(gpu)
+    device = resolve_device(gpu, gpus)
     chosen: dict[str, str] = {}
     for precision in precisions:
         try:
-            chosen[precision] = choose_backend(CliRequest(precision=precision, gpu=gpu), device)
+            chosen[precision] = choose_backend(CliRequest(precision=precision, gpu=gpu, gpus=gpus), device)
         except DeepgapError as exc:
             raise in_sweep_words(exc)
     backends = tuple(dict.fromkeys(chosen.values()))
@@ -112,12 +115,12 @@ def default_backends(precisions: Sequence[str], gpu: str) -> tuple[str, ...]:
 
 
 def plan_from_args(args: Any) -> StudyPlan:
-    base = {k: getattr(args, k) for k in ("gpu", "image_size", "dataset_count", "weights", "min_query_count",
-                                          "compile")
+    base = {k: getattr(args, k) for k in ("gpu", "gpus", "image_size", "dataset_count", "weights", "min_query_count",
+                                          "compile", "instances")
             if getattr(args, k) is not None}
     if args.skip_accuracy_gate:
         base["skip_accuracy_gate"] = True
-    backends = tuple(args.backends) if args.backends else default_backends(args.precisions, args.gpu)
+    backends = tuple(args.backends) if args.backends else default_backends(args.precisions, args.gpu, args.gpus or "1")
     return StudyPlan(
         models=tuple(args.models), precisions=tuple(args.precisions), backends=backends,
         scenarios=tuple(args.scenarios), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,

@@ -272,12 +272,16 @@ def _scaling_note(primary: Capacity, others: list[Capacity], needed: int) -> str
     if system.devices == 1:
         return (f"ASSUMPTION: linear scaling across {system.unit}s; only single-{system.unit} "
                 f"measurements of this configuration")
-    singles = [c for c in others if c.study.system.devices == 1 and c.tier == primary.tier]
+    # A one-GPU study of the same tier first; else the best there is, its tier named, since
+    # an efficiency against an unconfirmed single-GPU figure is weaker evidence.
+    singles = sorted((c for c in others if c.study.system.devices == 1),
+                     key=lambda c: (c.tier != primary.tier, c.tier))
     note = f"measured scaling: {system.devices} GPUs in one host ({primary.study.name}) give {primary.qps_per_device:,.0f} QPS per GPU"
     if singles:
         single = singles[0]
+        tier = "" if single.tier == primary.tier else f", {single.kind}"
         note += (f", {primary.qps_per_device / single.qps_per_device:.0%} of one GPU's "
-                 f"{single.qps_per_device:,.0f} ({single.study.name})")
+                 f"{single.qps_per_device:,.0f} ({single.study.name}{tier})")
     else:
         note += " (no single-GPU study to compare)"
     if needed > system.devices:

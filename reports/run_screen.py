@@ -52,6 +52,10 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         f"{config['backend']} {request['precision']}, max batch {config['knobs']['max_batch']}",
     ]
     run = SavedRun.from_record(result)
+    if run.instances:
+        devices = list(dict.fromkeys(i["device"] for i in run.instances))
+        lines.append(f"instances: {len(run.instances)} ({len(run.instances) // len(devices)} on each of "
+                     f"{', '.join(devices)}); batches each: {' / '.join(str(i['batches']) for i in run.instances)}")
     summary = run.summary
     if summary is not None:
         verdict = "VALID" if summary.valid else f"INVALID (exit code {INVALID_RESULT_EXIT}; the result is kept)"

@@ -16,7 +16,7 @@ from typing import Any
 
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.rules import check_calibration_list
-from runs.device import DeviceChoice, resolve_device
+from runs.device import DeviceChoice, parse_gpus, resolve_device
 from runs import limits
 from plumbing.errors import ConfigError
 from runs.userconf import UserConf, key_rule, to_attr_value
@@ -41,7 +41,10 @@ BUILTIN_KNOBS: dict[str, Any] = {
     "staging": "device",
     "threads": None,
     "compile": "none",
+    "instances": 1,  # backend instances per device (sut/backends/instance_pool.py)
 }
+# Backend instances per device at most: each holds its own network, staging and buffers.
+MAX_INSTANCES = 64
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class CliRequest:
     model: str = "resnet50"
     precision: str = "fp32"
     gpu: str = "auto"
+    gpus: str = "1"  # which CUDA devices (runs.device.GPUS_HELP)
     backend: str | None = None
     mode: str = "performance"
     run_profile: str = DEFAULT_RUN_PROFILE
@@ -83,6 +87,7 @@ class CliRequest:
     cuda_graphs: bool | None = None
     staging: str | None = None
     threads: int | None = None
+    instances: int | None = None
     target_qps: float | None = None
     target_latency_ms: float | None = None
     min_duration_ms: int | None = None
@@ -107,7 +112,7 @@ class CliRequest:
             raise ConfigError(f"--gate-min-agreement must be in (0, 1], got {self.gate_min_agreement}")
         if not 0 < self.calibration_percentile <= 100:
             raise ConfigError(f"--calibration-percentile must be in (0, 100], got {self.calibration_percentile}")
-        positive = ("dataset_count", "image_size", "max_batch", "in_flight", "threads",
+        positive = ("dataset_count", "image_size", "max_batch", "in_flight", "threads", "instances",
                     "calibration_count", "gate_samples",
                     "target_qps", "target_latency_ms", "min_duration_ms", "min_query_count")
         for name in positive:
@@ -116,6 +121,9 @@ class CliRequest:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.calibration_seed < 0:
             raise ConfigError(f"--calibration-seed must be >= 0, got {self.calibration_seed}")
+        if self.instances is not None and self.instances > MAX_INSTANCES:
+            raise ConfigError(f"--instances {self.instances} is more than {MAX_INSTANCES} backend instances per device")
+        parse_gpus(self.gpus)
         if self.batch_timeout_us is not None and self.batch_timeout_us < 0:
             raise ConfigError(f"--batch-timeout-us must be >= 0, got {self.batch_timeout_us}")
         if self.image_size < 32:
@@ -162,7 +170,8 @@ class RunConfig:
             "request": request,
             "system_name": self.system_name,
             "device": {"name": self.device.name, "device": self.device.device,
-                       "count": self.device.count, "profile": self.device.profile.name,
+                       "count": self.device.count, "devices": list(self.device.devices),
+                       "profile": self.device.profile.name,
                        "profile_file": str(self.device.profile.path)},
             "backend": self.backend,
             "knobs": self.knobs,
@@ -236,7 +245,7 @@ class _Layers:
 
 
 def resolve(request: CliRequest) -> RunConfig:
-    device = resolve_device(request.gpu)
+    device = resolve_device(request.gpu, request.gpus)
     backend = choose_backend(request, device)
     if request.int8_cpu_path != AUTO and not (
         backend_info(backend).int8_cpu_paths and device.device == "cpu" and request.precision == "int8"

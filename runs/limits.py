@@ -112,6 +112,11 @@ def device_memory(device: str) -> Memory | None:
     return Memory(int(free), f"free memory of {device}")
 
 
+def _least_free(devices: tuple[str, ...]) -> Memory | None:
+    free = [m for m in (device_memory(d) for d in devices) if m is not None]
+    return min(free, key=lambda m: m.available) if free else None
+
+
 def _meminfo() -> Memory | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -208,25 +213,36 @@ def run_needs(config: SizedRun, dataset_count: int | None) -> list[Need]:
     if dataset_count:
         needs.append(Need("index", f"the index of {dataset_count:,} dataset samples",
                           dataset_count * INDEX_BYTES_PER_SAMPLE, "host"))
+    # Every backend instance (--instances on each of --gpus) keeps its own copy: a device
+    # holds its own instances', the host every instance's that lives there.
+    per_device = int(knobs.get("instances") or 1)
+    everywhere = per_device * max(1, int(getattr(config.device, "count", 1)))
     if staged:
         staging_on_device = on_device and knobs.get("staging") == "device"
-        needs.append(Need("staging", f"{staged:,} staged samples of {_size(per_sample)} at {r.image_size} px",
-                          staged * per_sample, "device" if staging_on_device else "host"))
+        copies = per_device if staging_on_device else everywhere
+        needs.append(Need("staging", f"{staged:,} staged samples of {_size(per_sample)} at {r.image_size} px"
+                          + _times(copies), copies * staged * per_sample, "device" if staging_on_device else "host"))
         if r.dataset == "synthetic":  # SyntheticDataset keeps each image it made, as uint8
             needs.append(Need("images", f"{staged:,} synthetic images kept as uint8", staged * per_sample // 4, "host"))
     max_batch, in_flight = int(knobs["max_batch"]), int(knobs["in_flight"])
     buffers = in_flight + 1  # a batch being gathered per slot, plus the warm-up batch
+    copies = per_device if on_device else everywhere
     needs.append(Need("batches", f"max_batch {max_batch:,} from {config.provenance.get('knob.max_batch', 'default')} "
-                      f"at {r.image_size} px: {buffers} batch buffers of {max_batch:,} x {_size(per_sample)}",
-                      buffers * max_batch * per_sample, "device" if on_device else "host"))
+                      f"at {r.image_size} px: {buffers} batch buffers of {max_batch:,} x {_size(per_sample)}"
+                      + _times(copies), copies * buffers * max_batch * per_sample, "device" if on_device else "host"))
     return needs
+
+
+def _times(instances: int) -> str:
+    return f", for each of {instances} instances" if instances > 1 else ""
 
 
 def check_fits(config: SizedRun, dataset_count: int | None, host: Memory | None = None,
                device: Memory | None = None) -> None:
     """Refuse a run whose sized allocations exceed MEMORY_SHARE of what is available."""
     host = host or available_memory()
-    device = device or device_memory(config.device.device)
+    # The tightest of the run's devices: each holds the same instances.
+    device = device or _least_free(getattr(config.device, "devices", None) or (config.device.device,))
     needs = run_needs(config, dataset_count)
     for where, room in (("host", host), ("device", device)):
         parts = [n for n in needs if n.where == where]

@@ -226,7 +226,8 @@ def summarize(gpus: list[tuple[int, str, list[Sample]]], begin: float, end: floa
     out: dict[str, Any] = {
         "source": "nvml", "label": LABEL, "window_s": window,
         "window": "first query issued to the end of the LoadGen test",
-        "gpus": rows, "energy_j": energy, "avg_w": energy / window,
+        # Energy and watts are the sum over the run's GPUs: the host's GPU figure.
+        "gpus": rows, "gpu_count": len(rows), "energy_j": energy, "avg_w": energy / window,
     }
     if window < SHORT_WINDOW_S:
         out["note"] = f"window under {SHORT_WINDOW_S:.0f} s: NVML energy updates every 20-100 ms, expect a large error"
@@ -283,16 +284,18 @@ def with_efficiency(power: dict[str, Any], scenario: str, samples: int, queries:
     return out
 
 
-def open_meter(device: str, nvml: Any = None, interval_s: float = DEFAULT_INTERVAL_S) -> Meter:
-    """The meter for a run on `device` ("cpu" or "cuda:N")."""
-    if device == "cpu":
+def open_meter(devices: str | tuple[str, ...], nvml: Any = None, interval_s: float = DEFAULT_INTERVAL_S) -> Meter:
+    """The meter for a run on `devices` ("cpu", or the "cuda:N" devices of the run): every
+    GPU sampled, each reported, their energy and watts summed for the host."""
+    devices = (devices,) if isinstance(devices, str) else tuple(devices)
+    if "cpu" in devices:
         return AbsentMeter("CPU run: there is no GPU to measure")
     if nvml is None:
         try:
             import pynvml as nvml  # nvidia-ml-py
         except ImportError:
             return AbsentMeter("nvidia-ml-py (pynvml) is not installed")
-    return PowerMeter(nvml, [cuda_target(device)], interval_s)
+    return PowerMeter(nvml, [cuda_target(device) for device in devices], interval_s)
 
 
 def cuda_target(device: str) -> GpuTarget:

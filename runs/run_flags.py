@@ -11,6 +11,7 @@ from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_flag, add_verbose_flag,
                               int_at_least, positive_float)
 from runs.backend_choice import DEFAULT_BACKEND_RULE
+from runs.device import GPUS_HELP
 from runs.config import CALIBRATION_ALGORITHMS, COMPILE_DEFAULT_RULE, DATASETS, CliRequest
 from plumbing.errors import ConfigError, exit_code_epilog
 from sut.backends import BACKENDS
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="numeric precision (fp16/bf16: CUDA GPUs; int8: ONNX Runtime on the CPU, TensorRT on GPUs)")
     p.add_argument("--gpu", default="auto",
                    help="GPU profile: T4, L4, A10, A100, H100, H200, cpu, or auto (match the visible device)")
+    p.add_argument("--gpus", default="1",
+                   help=f"which CUDA devices one SUT runs across: {GPUS_HELP}; each gets its own backend instances")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="inference runtime; null answers instantly with pixel checksums, measuring the "
                    f"harness's own ceiling (default: {DEFAULT_BACKEND_RULE})")
@@ -83,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where the performance set lives on CUDA runs: GPU memory or pinned host memory "
                           "(default: the GPU profile's, else device)")
     batching.add_argument("--threads", type=_positive_int, default=None,
-                          help="CPU threads for the backend (default: the GPU profile's, else the runtime's own)")
+                          help="CPU threads for each backend instance (default: the GPU profile's, else the "
+                          "runtime's own; with --instances on the CPU, an equal share of the physical cores)")
+    batching.add_argument("--instances", type=_positive_int, default=None,
+                          help="backend instances per device, each with its own network, staging and streams "
+                          "(Triton's instance groups); batches go to the least loaded (default: the GPU profile's, "
+                          "else 1)")
     batching.add_argument("--compile", choices=COMPILE_MODES, default=None,
                           help="TorchInductor compilation of the torch backend's network: none (eager), default "
                           "(BatchNorm folded, Inductor's default mode: tens of seconds the first time, seconds once "

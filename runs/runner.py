@@ -36,6 +36,8 @@ from runs.system import describe_system
 from runs.userconf import render as render_user_conf
 from sut.backends import backend_info, create_backend
 from sut.backends.base import Backend, BackendOptions
+from sut.backends.instance_pool import build_instances
+from sut.cpu_cores import physical_cores
 from sut.data import Dataset, SyntheticDataset
 from sut.models import SEEDED_WEIGHTS_NOTE
 from sut.pipeline import batch_time_summary
@@ -133,10 +135,19 @@ def make_dataset(config: RunConfig) -> Dataset:
 
 
 def load_backend(config: RunConfig, extra: dict[str, Any] | None = None) -> Backend:
+    """The run's backend: one, or a pool of --instances per device on each of --gpus."""
     r = config.request
-    backend = create_backend(config.backend, model_spec(config), backend_options(config, extra))
-    log.info("loading %s %s on %s (%s)", r.model, r.precision, config.device.name, config.backend)
-    backend.load()
+    spec, per_device, devices = model_spec(config), int(config.knobs["instances"]), config.device.devices
+    backend = build_instances(functools.partial(create_backend, config.backend, spec), backend_options(config, extra),
+                              devices, per_device, physical_cores())
+    count = len(devices) * per_device
+    log.info("loading %s %s on %s (%s)%s", r.model, r.precision, config.device.name, config.backend,
+             f": {per_device} instance(s) on each of {len(devices)} device(s)" if count > 1 else "")
+    try:
+        backend.load()
+    except BaseException:
+        backend.close()  # an instance loaded before the failure must not keep its memory
+        raise
     return backend
 
 
@@ -184,7 +195,8 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
         accuracy = None
         if r.mode == "accuracy" and stats["failure"] is None:
             accuracy = score_run(config, paths.run_dir, dataset)
-        system = describe_system(config.system_name, config.device.device, config.device.count, backend_info)
+        system = describe_system(config.system_name, config.device.device, config.device.count, backend_info,
+                                 config.device.devices)
         result = _result_json(config, started, dataset, backend_info, stats, summary, detail, accuracy)
         result["environment"] = {k: v for k, v in system.items() if k != "backend"}
         result.update(checks.get("record", {}))
@@ -295,7 +307,7 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
 
     expected = config.loadgen.get("min_duration_ms", 0) / 1000.0 if r.mode == "performance" else None
     runner = threading.Thread(target=start, name="loadgen", daemon=True)
-    meter = open_meter(config.device.device)
+    meter = open_meter(config.device.devices)
     with _steady_interpreter(), Progress(f"{r.scenario} {r.mode}", lambda: sut.samples_completed, expected, enabled=show_progress):
         meter.start()  # brackets StartTest; the reported window starts at the first issue
         t0 = time.monotonic()
@@ -324,6 +336,7 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         "batches": batches,
         "mean_batch": (sut.pipeline.samples_run / batches) if batches else None,
         "batch_time_ms": batch_time_summary(sut.pipeline.batch_seconds),
+        **({"instances": sut.pipeline.per_instance()} if len(sut.pipeline.pipelines) > 1 else {}),
         "performance_sample_count": qsl.performance_count,
         **sample_set,
         "loaded_indices": loaded,  # taken out by `execute`: not for the saved result

@@ -126,6 +126,12 @@ class SavedRun:
         wall = self.harness.get("wall_s")
         return float(self.harness.get("samples_completed", 0)) / wall if wall else 0.0
 
+    @property
+    def instances(self) -> list[dict[str, Any]]:
+        """Each backend instance's device and share of the batches (--gpus, --instances);
+        empty for a run of one instance."""
+        return list(self.harness.get("instances") or [])
+
     def batch_time_ms(self, name: str) -> float | None:
         """A batch's launch-to-done time ('p50', 'p99', 'max') in ms; None in records that
         predate it or ran no batch."""

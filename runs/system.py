@@ -149,8 +149,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def describe_system(system_name: str, device: str, gpu_count: int, backend_info: dict[str, Any]) -> dict[str, Any]:
+def describe_system(system_name: str, device: str, gpu_count: int, backend_info: dict[str, Any],
+                    devices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The system of a run on `devices` (default: `device`); systems/<system>.json."""
     import torch
+
+    devices = tuple(devices or (device,))
 
     info: dict[str, Any] = {
         "system_name": system_name,
@@ -172,7 +176,9 @@ def describe_system(system_name: str, device: str, gpu_count: int, backend_info:
         "backend": backend_info,
     }
     if device != "cpu":
-        info["accelerator_model_name"] = torch.cuda.get_device_name(0)
+        info["accelerator_model_name"] = torch.cuda.get_device_name(torch.device(devices[0]))
+        # The devices this run used; "nvml" below lists every GPU of the host.
+        info["accelerators"] = [{"device": d, "name": torch.cuda.get_device_name(torch.device(d))} for d in devices]
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
         info["nvml"] = _nvml_info()

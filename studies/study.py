@@ -31,8 +31,8 @@ from sut.settings import SCENARIOS
 SCHEMA = "deepgap.study/1"
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # CliRequest fields a plan may set for every run (the rest it chooses itself).
-BASE_FIELDS = ("gpu", "image_size", "dataset_count", "weights", "seed", "run_profile",
-               "skip_accuracy_gate", "min_query_count", "cuda_graphs", "staging", "compile")
+BASE_FIELDS = ("gpu", "gpus", "image_size", "dataset_count", "weights", "seed", "run_profile",
+               "skip_accuracy_gate", "min_query_count", "cuda_graphs", "staging", "compile", "instances")
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,7 @@ def study_system(config: RunConfig, torch_compile: set[str] | frozenset[str] = f
     both and divide one by the other."""
     device = config.device
     compiled = sorted(torch_compile - {"none"})
-    info = describe_system(device.system_prefix, device.device, device.count, {})
+    info = describe_system(device.system_prefix, device.device, device.count, {}, device.devices)
     info.pop("backend", None)
     nvml = info.get("nvml") or {}
     return {
@@ -211,6 +211,7 @@ def study_system(config: RunConfig, torch_compile: set[str] | frozenset[str] = f
         "device": device.name,
         "torch_compile": compiled[0] if compiled else "none",
         "gpu_count": device.count if device.device != "cpu" else 0,
+        "instances_per_device": int(config.knobs["instances"]),
         "driver": nvml.get("driver"),
         "software": {**info["software"], "python": info["python"]},
         "description": info,

@@ -37,6 +37,23 @@ RowsFn = Callable[[list[int]], np.ndarray]
 _STOP = object()
 
 
+class FailureRecord:
+    """The first failure of a run, shared by every pipeline of it (sut/dispatch.py): once
+    one backend instance fails, every instance completes what it is given as failed."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def record(self, exc: BaseException) -> bool:
+        """Keep `exc` if it is the first; True when it was."""
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+                return True
+            return False
+
+
 class BatchPipeline:
     def __init__(
         self,
@@ -45,6 +62,7 @@ class BatchPipeline:
         rows_for: RowsFn,
         on_complete: CompleteFn,
         name: str = "pipeline",
+        failure: FailureRecord | None = None,
     ) -> None:
         self._backend = backend
         self._next_batch = next_batch
@@ -53,7 +71,7 @@ class BatchPipeline:
         # Bounded: at most the backend's in-flight slots plus one waiting to be reaped.
         self._launched: queue.Queue = queue.Queue(maxsize=backend.options.in_flight + 1)
         self._places = threading.Semaphore(max(1, backend.options.in_flight))
-        self.failure: BaseException | None = None
+        self._failure = failure or FailureRecord()
         self.batches_run = 0
         self.samples_run = 0
         # Launch-to-done seconds of every batch; 8 bytes each, and LoadGen bounds the count.
@@ -80,9 +98,12 @@ class BatchPipeline:
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
 
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure.error
+
     def _record_failure(self, exc: BaseException) -> None:
-        if self.failure is None:
-            self.failure = exc
+        if self._failure.record(exc):
             log.error("backend failed: %s: %s", type(exc).__name__, exc)
 
     def _dispatch(self) -> None:

@@ -2,9 +2,10 @@
 
 Server and Offline queries go through a `DynamicBatcher` (Offline with a zero timeout,
 so its one large query leaves as full max-batch chunks) into a `BatchPipeline` that keeps
-several batches in flight. SingleStream and MultiStream run each query inline as one
-batch: LoadGen issues the next query only after this one completes, so any hand-off to
-another thread would only add latency.
+several batches in flight, one pipeline per backend instance (sut/dispatch.py).
+SingleStream and MultiStream run each query inline as one batch: LoadGen issues the next
+query only after this one completes, so any hand-off to another thread would only add
+latency.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from sut.backends.base import Backend
 from sut.batcher import Batch, DynamicBatcher
-from sut.pipeline import BatchPipeline
+from sut.dispatch import PipelineGroup
 from sut.qsl import LoadgenQSL
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ class LoadgenSUT:
         # sizes) runs this run's batches no larger than `max_batch`.
         limit = backend.options.max_batch if max_batch is None else min(max_batch, backend.options.max_batch)
         self.batcher = DynamicBatcher(limit, timeout_s)
-        self.pipeline = BatchPipeline(
-            backend,
+        # One pipeline per backend instance (--gpus, --instances), all fed by this batcher.
+        self.pipeline = PipelineGroup(
+            backend.instances(),
             next_batch=self.batcher.get,
             rows_for=qsl.rows_for,
             on_complete=self._complete,

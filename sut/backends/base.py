@@ -140,5 +140,10 @@ class Backend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Versions, device and options actually in effect, for results and reports."""
 
+    def instances(self) -> list[Backend]:
+        """The backends that run batches: itself, or a pool's members (instance_pool.py),
+        each given a pipeline of its own by the SUT."""
+        return [self]
+
     def close(self) -> None:
         """Free device resources. Safe to call twice."""

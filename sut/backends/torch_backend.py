@@ -26,6 +26,13 @@ from sut.models import build_model, weights_description
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# Compiled networks shared by the torch instances of one device (--instances): a compile
+# takes tens of seconds each time (BENCHMARKS.md) and keeps its graphs in Dynamo's cache of
+# the network's code, whose entries are limited, so the instances of one network, precision,
+# mode and max batch on one device compile once and share the result. Each instance still
+# has its own staging, slots, streams and CUDA graphs. Key -> [network, record, users].
+_SHARED_LOCK = threading.Lock()
+_SHARED_COMPILED: dict[tuple, list] = {}
 
 
 class TorchBackend(CudaSlotBackend):
@@ -39,6 +46,8 @@ class TorchBackend(CudaSlotBackend):
         self._reset_slots()
         self._lock = threading.Lock()
         self._compiled: CompileRecord | None = None
+        self._shared_key: tuple | None = None
+        self._shares_compiled = False  # True: another instance on this device compiled it
 
     @property
     def _cuda(self) -> bool:
@@ -75,12 +84,46 @@ class TorchBackend(CudaSlotBackend):
             if self.options.threads:
                 torch.set_num_threads(self.options.threads)
         self._dtype = getattr(torch, _DTYPES[precision])
-        net = build_model(self.model).to(self._device, self._dtype)
-        if self.options.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self._net = net
         if self.options.compile != "none":
-            self._net = self._compile(net)
+            self._net = self._shared_compiled_network()
+        else:
+            self._net = self._network()
+
+    def _network(self) -> Any:
+        torch = self._torch
+        net = build_model(self.model).to(self._device, self._dtype)
+        return net.to(memory_format=torch.channels_last) if self.options.channels_last else net
+
+    def _shared_compiled_network(self) -> Any:
+        """The compiled network of this device, compiled now unless another instance has."""
+        key = (str(self._device), self.model, self.options.compile, self.options.max_batch,
+               self.options.channels_last)
+        with _SHARED_LOCK:  # loads run one after another; the lock keeps it so
+            entry = _SHARED_COMPILED.get(key)
+            if entry is None:
+                entry = [self._compile(self._network()), None, 0]
+                entry[1] = self._compiled
+                _SHARED_COMPILED[key] = entry
+            else:
+                self._compiled, self._shares_compiled = entry[1], True
+                log.info("torch: %s %s on %s shares the compiled network of an earlier instance",
+                         self.model.name, self.model.precision, self._device)
+            entry[2] += 1
+            self._shared_key = key
+            return entry[0]
+
+    def _release_shared_compiled(self) -> bool:
+        """Leave the shared compiled network; True when this was its last user."""
+        key, self._shared_key = self._shared_key, None
+        with _SHARED_LOCK:
+            entry = _SHARED_COMPILED.get(key)
+            if entry is None:
+                return False
+            entry[2] -= 1
+            if entry[2] > 0:
+                return False
+            del _SHARED_COMPILED[key]
+            return True
 
     def _compile(self, net: Any) -> Any:
         """The network through TorchInductor, each of its graphs compiled now (the dynamic
@@ -218,7 +261,8 @@ class TorchBackend(CudaSlotBackend):
             "precision": self.model.precision,
             "weights": weights_description(self.model),
             "channels_last": self.options.channels_last,
-            "compile": self._compiled.to_json() if self._compiled else eager_record(),
+            "compile": ({**self._compiled.to_json(), "shared_with_earlier_instance": self._shares_compiled}
+                        if self._compiled else eager_record()),
             "max_batch": self.options.max_batch,
         }
         if self._cuda and torch is not None:
@@ -244,7 +288,7 @@ class TorchBackend(CudaSlotBackend):
         self._reset_slots()
         self._staged = None
         self._net = None
-        if self._compiled is not None:
+        if self._shared_key is not None and self._release_shared_compiled():
             release_compiled(self._torch)
         if self._cuda and self._torch is not None:
             gc.collect()  # graphs held in reference cycles keep their private pools

@@ -298,7 +298,7 @@ def test_the_sweep_and_a_run_choose_the_same_backend(monkeypatch):
     cuda = DeviceChoice(cpu.profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)  # no GPU here: the choice only
     monkeypatch.setattr(backend_choice, "_installed", lambda module: module in ("onnxruntime", "tensorrt"))
     for device, precision in ((cpu, "fp32"), (cpu, "int8"), (cuda, "fp16"), (cuda, "int8")):
-        monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu, device=device: device)
+        monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu, gpus="1", device=device: device)
         run = choose_backend(CliRequest(precision=precision), device)
         args = build_parser().parse_args(["--study", "unused", "--precisions", precision])
         assert plan_from_args(args).backends == (run,), (device.device, precision)
@@ -313,7 +313,7 @@ def test_precisions_whose_default_backends_differ_need_backends(monkeypatch, cap
 
     cuda = DeviceChoice(resolve_device("cpu").profile, "cuda:0", "NVIDIA H100 80GB HBM3", 1)
     monkeypatch.setattr(backend_choice, "_installed", lambda module: True)
-    monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu: cuda)
+    monkeypatch.setattr(sweep_module, "resolve_device", lambda gpu, gpus="1": cuda)
     assert main(["--study", "unused", "--precisions", "fp16", "int8", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "(fp16: torch, int8: tensorrt)" in err and "give --backends" in err

@@ -389,7 +389,7 @@ def test_flags_the_backend_ignores_are_refused(fields: dict, words: list[str]) -
 def _on_gpu(monkeypatch: pytest.MonkeyPatch, name: str = "L4") -> None:
     """resolve() as on a CUDA device with `name`'s profile (there is no GPU here)."""
     gpu = DeviceChoice(load_gpu_profile(name), "cuda:0", f"NVIDIA {name}", 1)
-    monkeypatch.setattr(config_module, "resolve_device", lambda requested: gpu)
+    monkeypatch.setattr(config_module, "resolve_device", lambda requested, gpus="1": gpu)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
@@ -490,7 +490,7 @@ def test_a_batch_wait_as_long_as_the_latency_bound_is_flagged(caplog: pytest.Log
 def test_loadgen_values_from_a_profile_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     profile = load_gpu_profile("cpu")
     broken = type(profile)(**{**profile.__dict__, "defaults": {"Offline": {"min_query_count": 10**30}}})
-    monkeypatch.setattr(config_module, "resolve_device", lambda gpu: DeviceChoice(broken, "cpu", "CPU", 1))
+    monkeypatch.setattr(config_module, "resolve_device", lambda gpu, gpus="1": DeviceChoice(broken, "cpu", "CPU", 1))
     with pytest.raises(ConfigError, match=r"min_query_count \(from GPU profile cpu .*64-bit"):
         resolve(cpu())
 

@@ -189,3 +189,37 @@ def test_efficiency_by_scenario():
     assert with_efficiency(measured, "MultiStream", 8000, 1000)["mj_per_query"] == pytest.approx(500.0)
     gone = {"source": "absent", "reason": "CPU run", "label": "GPU-only"}
     assert with_efficiency(gone, "Offline", 100, 1) == gone
+
+
+class FourGpuNvml(FakeNvml):
+    """Four GPUs whose energy counters rise (index + 1) J per reading, so each device's
+    figure, and the host's sum, are known."""
+
+    def __init__(self):
+        super().__init__(power_mw=[300_000])
+        self.readings = [0, 0, 0, 0]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        index = handle[1]
+        self.readings[index] += 1
+        return self.readings[index] * (index + 1) * 1000
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake H200"
+
+
+def test_several_gpus_are_each_reported_and_summed_for_the_host():
+    ticks = iter(float(t) for t in range(1000))
+    meter = PowerMeter(FourGpuNvml(), [GpuTarget(i, None) for i in range(4)], interval_s=3600,
+                       clock=lambda: next(ticks))
+    meter.start()  # clock 0 (started), 1 (first samples)
+    power = meter.stop(begin=1.0)  # final samples at clock 2: one more reading each
+    assert power["gpu_count"] == 4
+    assert [g["index"] for g in power["gpus"]] == [0, 1, 2, 3]
+    assert [g["energy_j"] for g in power["gpus"]] == pytest.approx([1.0, 2.0, 3.0, 4.0])
+    assert power["energy_j"] == pytest.approx(10.0) and power["avg_w"] == pytest.approx(10.0)
+    assert with_efficiency(power, "Offline", 1000, 1000)["samples_per_joule"] == pytest.approx(100.0)
+
+
+def test_a_run_with_a_cpu_device_has_no_gpu_meter():
+    assert isinstance(open_meter(("cpu",)), AbsentMeter)

@@ -99,11 +99,10 @@ class ExplodingBackend(NullBackend):
         return super().run_batch(rows)
 
 
-@pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
-def test_backend_failure_completes_outstanding_samples_and_leaves_no_threads(tmp_path, scenario):
+def run_until_failure(tmp_path, backend, scenario: str) -> LoadgenSUT:
+    """A short LoadGen performance run of `backend` (loaded) that is expected to fail
+    part-way; checks every issued sample completed and no SUT thread is left."""
     before = set(threading.enumerate())
-    backend = ExplodingBackend(fail_after=3)
-    backend.load()
     dataset = SyntheticDataset(count=32, image_size=32)
     qsl = LoadgenQSL(dataset, backend, performance_count=32)
     sut = LoadgenSUT(backend, qsl, scenario, batch_timeout_us=1000)
@@ -114,7 +113,6 @@ def test_backend_failure_completes_outstanding_samples_and_leaves_no_threads(tmp
                                 str(tmp_path / "no-audit.config"))
     sut.shutdown()
     qsl.destroy()
-    assert "simulated device fault" in str(sut.failure)
     detail = parse_detail(tmp_path / "mlperf_log_detail.txt")
     issued = int(detail.result.get("query_count", 0))
     if scenario == "Offline":
@@ -122,6 +120,15 @@ def test_backend_failure_completes_outstanding_samples_and_leaves_no_threads(tmp
     assert sut.samples_completed == issued > 0
     leftover = [t for t in set(threading.enumerate()) - before if t.is_alive() and t.name.startswith("sut-")]
     assert leftover == []
+    return sut
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
+def test_backend_failure_completes_outstanding_samples_and_leaves_no_threads(tmp_path, scenario):
+    backend = ExplodingBackend(fail_after=3)
+    backend.load()
+    sut = run_until_failure(tmp_path, backend, scenario)
+    assert "simulated device fault" in str(sut.failure)
 
 
 def test_failed_run_is_reported_and_recorded(tiny_request, monkeypatch):
