@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from runs import limits
 from runs.loadgen_log import parse_detail
 from tests.conftest import cpu_system
 
@@ -267,7 +268,7 @@ def test_null_backend_sizing_is_bounded(cache_dir: Path, out: Path) -> None:
     assert "result: VALID" in proc.stdout
     (saved,) = out.glob("results/*/resnet18/Offline/measurements.json")
     config = json.loads(saved.read_text())["runs"]["performance"]["config"]
-    assert config["loadgen"]["offline_expected_qps"] <= 1e6
+    assert config["loadgen"]["offline_expected_qps"] <= limits.HARNESS_MAX_SAMPLES_PER_S
     assert "capped by the harness's own ceiling" in config["provenance"]["loadgen.offline_expected_qps"]
 
 

@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from runs import limits
 from runs.config import CliRequest, resolve
 from plumbing.errors import ConfigError
-from runs.sizing import OFFLINE_WARMUP_HEADROOM, SIZING_ATTRS, size_run_from_warmup
+from runs.sizing import OFFLINE_WARMUP_HEADROOM, SIZING_ATTRS, size_run_from_warmup, warmup_batch_seconds
 from sut.settings import early_stopping_min_queries, mlperf_rules, schedule_size
 
 SECONDS_PER_BATCH = 0.01
 
 
-class FixedLoop:
+class Loop:
+    """What the sizing reads of a backend besides its tight loop: one batch in flight."""
+
+    options = SimpleNamespace(in_flight=1)
+
+
+class FixedLoop(Loop):
     """A backend whose tight loop takes a fixed time per batch, whatever its size."""
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
@@ -39,6 +46,26 @@ def test_offline_expected_qps_gets_headroom_over_the_warm_up_rate() -> None:
     assert config.provenance["loadgen.offline_expected_qps"].startswith("warm-up measurement")
 
 
+class PipelinedLoop:
+    """k batches in flight, as a remote server's: the first answer after one latency, then
+    k answers per latency."""
+
+    def __init__(self, in_flight: int, latency_s: float) -> None:
+        self.options = SimpleNamespace(in_flight=in_flight)
+        self.latency_s = latency_s
+
+    def time_tight_loop(self, batch_size: int, iterations: int) -> float:
+        return self.latency_s + (iterations - 1) * self.latency_s / self.options.in_flight
+
+
+def test_a_warm_up_with_batches_in_flight_runs_long_enough_to_see_their_rate() -> None:
+    # 50 requests with 8 in flight to an instant KServe server measured 780/s against the
+    # run's 1,460/s: the run ended before its minimum duration (INVALID).
+    loop = PipelinedLoop(in_flight=8, latency_s=0.01)
+    steady = loop.latency_s / 8
+    assert warmup_batch_seconds(loop, 1) == pytest.approx(steady, rel=0.05)
+
+
 def test_user_values_are_never_resized(tmp_path: Path) -> None:
     conf = tmp_path / "user.conf"
     conf.write_text("resnet50.Offline.target_qps = 7\n")
@@ -56,7 +83,7 @@ def test_single_stream_expects_half_the_warm_up_latency() -> None:
 # -- bounds on what a warm-up may size (issue 11, item 1) ------------------------------------
 
 
-class InstantLoop:
+class InstantLoop(Loop):
     """The null backend's loop: a batch in a tenth of a microsecond (46M samples/s was seen)."""
 
     def time_tight_loop(self, batch_size: int, iterations: int) -> float:
@@ -110,7 +137,7 @@ def test_a_schedule_that_cannot_fit_is_refused_before_loadgen(monkeypatch: pytes
 # -- enough queries for LoadGen's early stopping (issue 11, item 17) -------------------------
 
 
-class SlowLoop:
+class SlowLoop(Loop):
     """A batch takes `seconds`."""
 
     def __init__(self, seconds: float) -> None:
