@@ -14,7 +14,7 @@ setup(
     packages=find_packages(
         include=["deepgap", "deepgap.*", "plumbing", "plumbing.*", "harness", "harness.*", "runs", "runs.*", "studies",
                  "studies.*", "reports", "reports.*", "sut", "sut.*", "scenarios", "scenarios.*", "calibration", "calibration.*",
-                 "audit", "audit.*"]
+                 "audit", "audit.*", "serving", "serving.*"]
     ),
     package_data={"scenarios": ["*.yaml", "profiles/*.yaml"], "reports": ["templates/*.j2"]},
     install_requires=[
@@ -43,7 +43,14 @@ setup(
         "tensorrt-cu12": ["tensorrt-cu12>=10.0"],
         "tensorrt-cu13": ["tensorrt-cu13>=10.13.2"],
         "tensorrt": ["tensorrt>=10.0"],
-        "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
+        # --backend kserve: a remote KServe v2 server (Triton, KServe, MLServer) over gRPC or HTTP.
+        # prometheus-client parses a server's metrics for --metrics-url (runs/remote_power.py).
+        "kserve": ["tritonclient[grpc,http]>=2.50", "prometheus-client>=0.17"],
+        # The KServe tests serve the network from a real MLServer (serving/mlserver_launch.py).
+        # mlserver and tritonclient[grpc] both cap protobuf below 7 and tritonclient caps
+        # ml_dtypes at 0.5.4, which onnx 1.23 (protobuf>=6.31.1, ml_dtypes>=0.5.4) still takes.
+        "test": ["pytest>=8.0", "pytest-timeout>=2.2", "mlserver==1.7.1", "tritonclient[grpc,http]>=2.50",
+                 "prometheus-client>=0.17"],
     },
     entry_points={"console_scripts": ["deepgap=deepgap.cli:main", "deepgap-sweep=harness.sweep:main"]},
 )

@@ -5,73 +5,35 @@ run, as before this command had subcommands."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Callable, Sequence
 
 from plumbing.errors import BAD_INPUT_EXIT, OK_EXIT
 
-Main = Callable[[Sequence[str]], int]
-
-
-def _run(argv: Sequence[str]) -> int:
-    from harness.cli import main
-
-    return main(argv)
-
-
-def _sweep(argv: Sequence[str]) -> int:
-    from harness.sweep import main
-
-    return main(argv)
-
-
-def _compare(argv: Sequence[str]) -> int:
-    from harness.compare import main
-
-    return main(argv)
-
-
-def _plan(argv: Sequence[str]) -> int:
-    from harness.plan import main
-
-    return main(argv)
-
-
-def _check(argv: Sequence[str]) -> int:
-    from audit.check import main
-
-    return main(list(argv))
-
-
-def _calibrate(argv: Sequence[str]) -> int:
-    from calibration.cli import main
-
-    return main(argv)
-
-
-def _bench(argv: Sequence[str]) -> int:
-    from harness.bench import main
-
-    return main(list(argv))
-
-
-def _verify_tensorrt(argv: Sequence[str]) -> int:
-    from harness.verify_tensorrt import main
-
-    return main(argv)
-
-
-SUBCOMMANDS: dict[str, tuple[Main, str]] = {
-    "run": (_run, "one LoadGen run: the flags of python harness/run.py"),
-    "sweep": (_sweep, "a study: batch sizes, precisions, backends, SLO searches (python -m harness.sweep)"),
-    "compare": (_compare, "a comparison report from saved studies (python -m harness.compare)"),
-    "plan": (_plan, "a capacity plan from saved studies (python -m harness.plan)"),
-    "check": (_check, "the results checker over a results folder (python -m audit.check)"),
-    "calibrate": (_calibrate, "an INT8 calibration cache (python -m calibration)"),
-    "bench": (_bench, "the harness's own benchmark: eager against compiled, overhead (python -m harness.bench)"),
-    "verify-tensorrt": (_verify_tensorrt, "the TensorRT path end to end on a GPU, for a report to send back "
+# name -> (the module whose main(argv) it is, what it does). Imported only when chosen, so
+# `deepgap -h` and a run never import the other tools (nor their heavy dependencies).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("harness.cli", "one LoadGen run: the flags of python harness/run.py"),
+    "sweep": ("harness.sweep", "a study: batch sizes, precisions, backends, SLO searches (python -m harness.sweep)"),
+    "compare": ("harness.compare", "a comparison report from saved studies (python -m harness.compare)"),
+    "plan": ("harness.plan", "a capacity plan from saved studies (python -m harness.plan)"),
+    "check": ("audit.check", "the results checker over a results folder (python -m audit.check)"),
+    "calibrate": ("calibration.cli", "an INT8 calibration cache (python -m calibration)"),
+    "bench": ("harness.bench", "the harness's own benchmark: eager against compiled, overhead (python -m harness.bench)"),
+    "export-triton": ("harness.export_triton",
+                      "a Triton model repository, batching from a study (python -m harness.export_triton)"),
+    "serve-mlserver": ("serving.mlserver_launch", "serve the network from a local MLServer (KServe v2), for "
+                       "--backend kserve (python -m serving.mlserver_launch)"),
+    "serve-instant": ("serving.instant_grpc", "a KServe v2 gRPC server that answers at once: the client's ceiling "
+                      "(python -m serving.instant_grpc)"),
+    "verify-tensorrt": ("harness.verify_tensorrt", "the TensorRT path end to end on a GPU, for a report to send back "
                         "(python -m harness.verify_tensorrt)"),
 }
+
+
+def _main_of(name: str) -> Callable[[list[str]], int]:
+    return importlib.import_module(SUBCOMMANDS[name][0]).main
 
 
 def usage() -> str:
@@ -96,9 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return OK_EXIT
     if args[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[args[0]][0](args[1:])
+        return _main_of(args[0])(args[1:])
     if args[0].startswith("-"):  # flags alone: a run, as the command was before it had subcommands
-        return _run(args)
+        return _main_of("run")(args)
     print(f"deepgap: error: unknown subcommand {args[0]!r}; choose from {', '.join(SUBCOMMANDS)} "
           "(deepgap -h lists them)", file=sys.stderr)
     return BAD_INPUT_EXIT

@@ -20,6 +20,7 @@ from runs.config import COMPILE_DEFAULT_RULE, CliRequest
 from sut.backends import BACKENDS
 from studies.curves import DEFAULT_LADDER
 from runs.device import GPUS_HELP, resolve_device
+from runs.endpoint import ENDPOINT_FLAGS, REMOTE_BACKEND, add_endpoint_flags
 from plumbing.errors import ConfigError, DeepgapError, RunFailed, exit_code_epilog
 from studies.slo import parse_slo
 from studies.study import DEFAULT_BATCH_SIZES, StudyPlan
@@ -88,6 +89,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--dry-run", action="store_true",
                    help="resolve every group's configuration (device, precision, backend), print the plan's size "
                    "and a time estimate, run nothing (default: off)")
+    add_endpoint_flags(p)
     add_json_flag(p)
     add_verbose_flag(p, "warnings and a line per run")
     p.add_argument("--progress", action="store_true", help="a progress bar during each run (default: off)")
@@ -120,7 +122,15 @@ def plan_from_args(args: Any) -> StudyPlan:
             if getattr(args, k) is not None}
     if args.skip_accuracy_gate:
         base["skip_accuracy_gate"] = True
-    backends = tuple(args.backends) if args.backends else default_backends(args.precisions, args.gpu, args.gpus or "1")
+    # Saved in study.json: a TLS file's path as text.
+    base.update({k: v if isinstance(v, (str, int, float, bool)) else str(v)
+                 for k, unset in ENDPOINT_FLAGS.items() if (v := getattr(args, k)) != unset})
+    if args.backends:
+        backends = tuple(args.backends)
+    elif args.endpoint is not None:  # a study of a remote server, as harness/run.py --endpoint alone
+        backends = (REMOTE_BACKEND,)
+    else:
+        backends = default_backends(args.precisions, args.gpu, args.gpus or "1")
     return StudyPlan(
         models=tuple(args.models), precisions=tuple(args.precisions), backends=backends,
         scenarios=tuple(args.scenarios), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,

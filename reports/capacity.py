@@ -300,7 +300,7 @@ def _published(request: PlanRequest, device: str, unit: str, qps_per_device: flo
 def _plan_option(request: PlanRequest, device: str, precision: str, backend: str, found: list[Capacity | str],
                  prices: PriceTable, published: PublishedTable | None, on: dt.date) -> PlanOption:
     capacities = [c for c in found if isinstance(c, Capacity)]
-    unit = "host" if any(c.study.system.is_cpu for c in capacities) else "GPU"
+    unit = next((c.study.system.unit for c in capacities), "GPU")
     if not capacities:
         return PlanOption(device, unit, precision, backend, None, "needs search",
                           basis=tuple(r for r in found if isinstance(r, str)))

@@ -52,6 +52,13 @@ def render_run(result: dict[str, Any], run_dir: str) -> str:
         f"{config['backend']} {request['precision']}, max batch {config['knobs']['max_batch']}",
     ]
     run = SavedRun.from_record(result)
+    backend = result.get("backend") or {}
+    if backend.get("remote"):
+        server, model = backend.get("server") or {}, backend.get("model") or {}
+        lines.append(f"server: {server.get('name') or '?'} {server.get('version') or ''} at {backend.get('endpoint')} "
+                     f"({backend.get('protocol')}), model {model.get('name')} "
+                     f"{model.get('version') or '(server default version)'}; the server runs and batches it, so "
+                     "there is no local device, accuracy gate or local power")
     if run.instances:
         devices = list(dict.fromkeys(i["device"] for i in run.instances))
         lines.append(f"instances: {len(run.instances)} ({len(run.instances) // len(devices)} on each of "

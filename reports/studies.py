@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from plumbing.errors import StudyError
+from reports.study_fields import NUMBER, Fields, check_figure
+from runs.device import ENDPOINT_PREFIX
 from sut.settings import SCENARIOS
 
 log = logging.getLogger(__name__)
 
 STUDY_SCHEMA = "deepgap.study/1"
 STUDY_FILE = "study.json"
-_NUMBER = (int, float)
 LEGACY_CPU_NAME = "CPU"  # a CPU system's name before it carried the CPU model
 
 
@@ -132,7 +132,7 @@ class SloSearch:
     ladder: tuple[str, ...]  # point ids
 
 
-def _system_name(system: "_Fields") -> str:
+def _system_name(system: "Fields") -> str:
     """Studies written before CPU names carried the model are named plain 'CPU': they take
     today's name from the model and cores they recorded, so two hosts are not one system."""
     from runs.system import cpu_system_label
@@ -154,17 +154,21 @@ class SystemInfo:
     software: dict[str, Any]
 
     @property
+    def is_endpoint(self) -> bool:  # a remote server's replica (runs/endpoint.py names it so)
+        return self.name.startswith(ENDPOINT_PREFIX)
+
+    @property
     def is_cpu(self) -> bool:
-        return self.gpu_count == 0 or "cpu" in self.device.lower()
+        return not self.is_endpoint and (self.gpu_count == 0 or "cpu" in self.device.lower())
 
     @property
     def devices(self) -> int:
-        """Units the system's figures divide by: its GPUs, or one host for the CPU."""
-        return 1 if self.is_cpu else self.gpu_count
+        """Units the system's figures divide by: its GPUs, one host for the CPU, one replica of an endpoint."""
+        return 1 if self.is_cpu or self.is_endpoint else self.gpu_count
 
     @property
     def unit(self) -> str:
-        return "host" if self.is_cpu else "GPU"
+        return "replica" if self.is_endpoint else "host" if self.is_cpu else "GPU"
 
 
 @dataclass(frozen=True)
@@ -208,68 +212,19 @@ class Study:
                 and (backend is None or p.backend == backend)]
 
 
-class _Fields:
-    """Typed access to one JSON object, with errors that name the file and the field."""
-
-    def __init__(self, source: Path, where: str, obj: Any):
-        if not isinstance(obj, dict):
-            raise StudyError(f"{source}: {where or 'top level'} must be an object")
-        self.source, self.where, self.obj = source, where, obj
-
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def get(self, key: str, types: type | tuple[type, ...], nullable: bool = False) -> Any:
-        if key not in self.obj:
-            if nullable:
-                return None
-            raise StudyError(f"{self.source}: {self._name(key)} is missing")
-        value = self.obj[key]
-        if value is None and nullable:
-            return None
-        # bool is an int in Python; a count or rate given as true/false is a malformed file.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
-            raise StudyError(f"{self.source}: {self._name(key)} has the wrong type ({type(value).__name__})")
-        _check_figure(self.source, self._name(key), value)
-        return value
-
-    def number(self, key: str, nullable: bool = False) -> float | None:
-        value = self.get(key, _NUMBER, nullable)
-        return None if value is None else float(value)
-
-    def child(self, key: str, nullable: bool = False) -> _Fields | None:
-        value = self.get(key, dict, nullable)
-        return None if value is None else _Fields(self.source, self._name(key), value)
-
-    def children(self, key: str) -> list[_Fields]:
-        items = self.get(key, list)
-        return [_Fields(self.source, f"{self._name(key)}[{i}]", item) for i, item in enumerate(items)]
-
-
-def _check_figure(source: Path, name: str, value: Any) -> None:
-    """Every number in a study (rates, latencies, watts, counts, batch sizes) is finite and
-    not negative; a hand-edited NaN or -5 would otherwise be drawn and ranked as a figure."""
-    if isinstance(value, _NUMBER) and not isinstance(value, bool) and not (math.isfinite(value) and value >= 0):
-        raise StudyError(f"{source}: {name} is {value!r}; a study's figures must be finite and not negative")
-
-
-def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
-
-
-def _stat(f: _Fields, key: str, nullable: bool) -> Stat | None:
+def _stat(f: Fields, key: str, nullable: bool) -> Stat | None:
     s = f.child(key, nullable)
     if s is None:
         return None
     return Stat(mean=s.number("mean"), std=s.number("std"), n=s.get("n", int))
 
 
-def _latencies(f: _Fields, key: str) -> dict[str, float | None]:
+def _latencies(f: Fields, key: str) -> dict[str, float | None]:
     lat = f.child(key)
     return {k: lat.number(k, nullable=True) for k in ("p50", "p90", "p99")}
 
 
-def _power(f: _Fields) -> Power | None:
+def _power(f: Fields) -> Power | None:
     p = f.child("power", nullable=True)
     if p is None:
         return None
@@ -279,7 +234,7 @@ def _power(f: _Fields) -> Power | None:
                  mj_per_query=p.number("mj_per_query", nullable=True))
 
 
-def _point(f: _Fields) -> Point:
+def _point(f: Fields) -> Point:
     scenario = f.get("scenario", str)
     if scenario not in SCENARIOS:
         raise StudyError(f"{f.source}: {f.where}.scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
@@ -296,7 +251,7 @@ def _point(f: _Fields) -> Point:
                  target_qps=target, runs=runs, stats=stats)
 
 
-def _curve(f: _Fields) -> Curve:
+def _curve(f: Fields) -> Curve:
     raw = f.get("points", dict)
     points: dict[int, float] = {}
     for key, value in raw.items():
@@ -305,17 +260,17 @@ def _curve(f: _Fields) -> Curve:
             batch = int(key)
         except ValueError:
             raise StudyError(f"{f.source}: {f.where}.points key {key!r} is not a batch size") from None
-        if isinstance(value, bool) or not isinstance(value, _NUMBER):
+        if isinstance(value, bool) or not isinstance(value, NUMBER):
             raise StudyError(f"{f.source}: {f.where}.points[{key!r}] is not a number")
-        _check_figure(f.source, f"{f.where}.points[{key!r}]", batch)
-        _check_figure(f.source, f"{f.where}.points[{key!r}]", value)
+        check_figure(f.source, f"{f.where}.points[{key!r}]", batch)
+        check_figure(f.source, f"{f.where}.points[{key!r}]", value)
         points[batch] = float(value)
     return Curve(model=f.get("model", str), precision=f.get("precision", str), backend=f.get("backend", str),
                  points=dict(sorted(points.items())), knee_90=f.get("knee_90", int, nullable=True),
                  knee_95=f.get("knee_95", int, nullable=True), peak=f.number("peak"))
 
 
-def _search(f: _Fields) -> SloSearch:
+def _search(f: Fields) -> SloSearch:
     attempts = tuple(Attempt(target_qps=a.number("target_qps"), duration_ms=a.number("duration_ms", nullable=True),
                              valid=a.get("valid", bool), latency_ms=_latencies(a, "latency_ms"),
                              phase=a.get("phase", str, nullable=True))
@@ -329,7 +284,7 @@ def _search(f: _Fields) -> SloSearch:
                      attempts=attempts, ladder=tuple(ladder))
 
 
-def _plan(f: _Fields | None) -> PlanInfo | None:
+def _plan(f: Fields | None) -> PlanInfo | None:
     if f is None:
         return None
     base = f.child("base", nullable=True)
@@ -361,7 +316,7 @@ def load_study(path: Path | str) -> Study:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise StudyError(f"{file}: not valid JSON ({exc})") from None
-    top = _Fields(file, "", data)
+    top = Fields(file, "", data)
     schema = top.get("schema", str, nullable=True)
     if schema != STUDY_SCHEMA:
         raise StudyError(f"{file}: schema {schema!r}, this deepgap reads {STUDY_SCHEMA!r}")

@@ -80,7 +80,8 @@ def _who_runs(precision: str, besides: str) -> str:
     options = []
     for other in REGISTRY.values():
         kinds = [label for kind, label in ((CPU, "CPU"), (CUDA, "GPU")) if other.runs_on(kind, precision)]
-        if other.name != besides and other.infers and kinds:
+        # Not the instant-answer backend nor a remote server's: neither runs it here.
+        if other.name != besides and other.infers and not other.remote and kinds:
             options.append(f"--backend {other.name} ({' or '.join(kinds)})")
     return " or ".join(options) or "another precision"
 

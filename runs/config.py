@@ -17,6 +17,8 @@ from typing import Any
 from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.rules import check_calibration_list
 from runs.device import DeviceChoice, parse_gpus, resolve_device
+from runs.endpoint import REMOTE_BACKEND, check_endpoint_flags, endpoint_device, is_remote
+from sut.kserve_target import PROTOCOLS
 from runs import limits
 from plumbing.errors import ConfigError
 from runs.userconf import UserConf, key_rule, to_attr_value
@@ -92,12 +94,24 @@ class CliRequest:
     target_latency_ms: float | None = None
     min_duration_ms: int | None = None
     min_query_count: int | None = None
+    # A remote KServe v2 server (--backend kserve; runs/endpoint.py).
+    endpoint: str | None = None
+    protocol: str = "grpc"
+    model_name: str | None = None  # the server's name for the model; None: --model
+    model_version: str | None = None  # None: the server's choice
+    ssl: bool = False
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+    request_timeout_s: float = 30.0
+    metrics_url: str | None = None
 
     def __post_init__(self) -> None:
         choices = {
             "scenario": SCENARIOS, "model": MODELS, "precision": PRECISIONS,
             "mode": ("performance", "accuracy"), "dataset": DATASETS,
             "calibration_algorithm": CALIBRATION_ALGORITHMS, "int8_cpu_path": INT8_CPU_PATHS,
+            "protocol": PROTOCOLS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -131,6 +145,9 @@ class CliRequest:
         if self.dataset == "imagenet" and self.dataset_path is None:
             raise ConfigError("--dataset imagenet needs --dataset-path DIR (a folder with val_map.txt)")
         self._check_calibration()
+        if self.backend is None and self.endpoint is not None:
+            object.__setattr__(self, "backend", REMOTE_BACKEND)  # --endpoint alone: no local backend is meant
+        check_endpoint_flags(self)
 
     def _check_calibration(self) -> None:
         """The calibration options, by `python -m calibration`'s own rules (calibration.rules;
@@ -245,7 +262,7 @@ class _Layers:
 
 
 def resolve(request: CliRequest) -> RunConfig:
-    device = resolve_device(request.gpu, request.gpus)
+    device = endpoint_device(request) if is_remote(request.backend) else resolve_device(request.gpu, request.gpus)
     backend = choose_backend(request, device)
     if request.int8_cpu_path != AUTO and not (
         backend_info(backend).int8_cpu_paths and device.device == "cpu" and request.precision == "int8"

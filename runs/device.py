@@ -10,13 +10,14 @@ from scenarios.profiles import GpuProfile, load_gpu_profile, profile_names
 
 # --gpus in words, for --help and errors.
 GPUS_HELP = "1 (the first GPU), N (the first N), all, or CUDA indices such as 0,2"
+ENDPOINT_PREFIX = "Endpoint-"  # the system name of runs against a remote server, and of their studies
 
 
 @dataclass(frozen=True)
 class DeviceChoice:
     profile: GpuProfile
-    device: str  # "cpu" or "cuda:N": the first device of the run
-    name: str  # GPU name, or "CPU"
+    device: str  # "cpu", "cuda:N" (the first device of the run) or "remote" (an endpoint)
+    name: str  # GPU name, "CPU", or the endpoint's address
     count: int  # devices used by this run
     devices: tuple[str, ...] = ()  # every device of the run ("cuda:0", "cuda:2"); () = (device,)
 
@@ -35,6 +36,8 @@ class DeviceChoice:
             from runs.system import cpu_system_label
 
             return cpu_system_label()
+        if self.device == "remote":  # a KServe endpoint (runs/endpoint.py): its address
+            return ENDPOINT_PREFIX + (re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-") or "remote")
         label = self.profile.name
         if label == "auto":
             label = re.sub(r"[^A-Za-z0-9]+", "", self.name.replace("NVIDIA", "")) or "GPU"

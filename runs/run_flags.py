@@ -12,6 +12,7 @@ from plumbing.argtypes import (DefaultsHelpFormatter, OneLineParser, add_json_fl
                               int_at_least, positive_float)
 from runs.backend_choice import DEFAULT_BACKEND_RULE
 from runs.device import GPUS_HELP
+from runs.endpoint import add_endpoint_flags
 from runs.config import CALIBRATION_ALGORITHMS, COMPILE_DEFAULT_RULE, DATASETS, CliRequest
 from plumbing.errors import ConfigError, exit_code_epilog
 from sut.backends import BACKENDS
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="held-out samples the accuracy gate compares against FP32")
     quant.add_argument("--gate-min-agreement", type=_positive_float, default=0.99,
                        help="without labels: the top-1 agreement with FP32 the gate requires")
+    add_endpoint_flags(p)
     lg_group = p.add_argument_group("LoadGen overrides")
     lg_group.add_argument("--target-qps", type=_positive_float, default=None,
                           help=f"Server: scheduled load; Offline: expected throughput {_FROM_LAYERS}")

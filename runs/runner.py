@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mlperf_loadgen as lg
-import numpy as np
 
-from calibration.api import CalibrationResult
 from plumbing.version import __version__
 from runs.accuracy import AccuracyResult, score_run
 from runs.config import RunConfig, model_spec, resolve
 from plumbing.errors import ConfigError, OutputError, RunFailed
 from runs.loadgen_log import Summary, parse_detail, parse_summary
 from plumbing.logs import LOG_FILE, run_log
+from runs.endpoint import is_remote, kserve_extra
 from runs.power import open_meter, with_efficiency
+from runs.remote_power import open_remote_meter
 from runs.progress import Progress
 from runs.results import (ResultPaths, RunFolder, record_run, remove_empty_loadgen_files, write_json_atomic,
                              write_result_file)
@@ -42,6 +42,7 @@ from sut.data import Dataset, SyntheticDataset
 from sut.models import SEEDED_WEIGHTS_NOTE
 from sut.pipeline import batch_time_summary
 from sut.qsl import LoadgenQSL, index_set_sha256
+from runs.calibrated_on import CalibratedOn
 from sut.settings import build_log_settings, build_test_settings, performance_sample_count
 from sut.sut import LoadgenSUT
 
@@ -66,39 +67,6 @@ class ComplianceRun:
     audit_config: Path
 
 
-# Recorded for synthetic INT8 runs, where the overlap is 0 by construction, not by count.
-SYNTHETIC_OVERLAP_NOTE = ("synthetic data: the calibration images come from their own seed stream, "
-                          "so none of them is a performance-set image")
-
-
-@dataclass(frozen=True)
-class CalibratedOn:
-    """The images a run's INT8 calibration used, checked after a performance run against
-    the samples LoadGen loaded: what was timed, not what the probe predicted."""
-
-    dataset: str  # the calibration's dataset: "imagenet" (the run's own) or "synthetic"
-    indices: np.ndarray  # dataset indices (ImageNet: val_map.txt positions)
-    probed_sha256: str | None = None  # the performance set a seeded ImageNet subset avoided
-
-    @classmethod
-    def of(cls, dataset: str, calibrated: CalibrationResult) -> CalibratedOn:
-        probed = calibrated.cache.key.get("subset", {}).get("performance_set") or {}
-        return cls(dataset, np.asarray(calibrated.indices, dtype=np.int64), probed.get("indices_sha256"))
-
-    def check(self, loaded: np.ndarray) -> dict[str, Any]:
-        """Fields for the result's "calibration" block, from LoadGen's loaded set `loaded`."""
-        if self.dataset != "imagenet":
-            return {"overlap_with_performance_set": 0, "overlap_note": SYNTHETIC_OVERLAP_NOTE}
-        overlap = int(np.intersect1d(self.indices, loaded).size)
-        record: dict[str, Any] = {"overlap_with_performance_set": overlap}
-        if self.probed_sha256 is not None:
-            record["performance_set_matches_probe"] = self.probed_sha256 == index_set_sha256(loaded)
-        if overlap:
-            log.warning("%d of the %d calibration images were in the performance set LoadGen loaded",
-                        overlap, self.indices.size)
-        return record
-
-
 @dataclass
 class RunOutcome:
     paths: ResultPaths
@@ -109,8 +77,11 @@ class RunOutcome:
 
 def backend_options(config: RunConfig, extra: dict[str, Any] | None = None) -> BackendOptions:
     k = config.knobs
+    extra = dict(extra or {})
+    if is_remote(config.backend):
+        extra["kserve"] = kserve_extra(config.request)
     return BackendOptions(
-        extra=dict(extra or {}),
+        extra=extra,
         device=config.device.device,
         max_batch=int(k["max_batch"]),
         in_flight=int(k["in_flight"]),
@@ -211,7 +182,8 @@ def execute(config: RunConfig, show_progress: bool = True, backend: Backend | No
             write_result_file(final.user_conf, render_user_conf(r.model, r.scenario, _with_sources(config)))
         write_json_atomic(final.system_json, system)
     if stats["failure"] is not None:
-        raise RunFailed(f"the backend failed during the run: {stats['failure']} (results in {final.run_dir})")
+        failed = f"{stats['samples_failed']} of {stats['samples_completed']} samples failed; "
+        raise RunFailed(f"the backend failed during the run: {stats['failure']} ({failed}results in {final.run_dir})")
     return RunOutcome(final, result, summary, accuracy)
 
 
@@ -228,7 +200,8 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
     extra: dict[str, Any] = {}
     record: dict[str, Any] = {}
     calibrated_on: CalibratedOn | None = None
-    if not backend_info(config.backend).infers:  # nothing to calibrate or gate
+    # Nothing to calibrate or gate: no inference, or the server's network, not this process's.
+    if not backend_info(config.backend).infers or backend_info(config.backend).remote:
         return {"extra": extra, "record": record}
     if r.precision == "int8":
         kind = "imagenet" if r.dataset == "imagenet" else "synthetic"
@@ -307,7 +280,8 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
 
     expected = config.loadgen.get("min_duration_ms", 0) / 1000.0 if r.mode == "performance" else None
     runner = threading.Thread(target=start, name="loadgen", daemon=True)
-    meter = open_meter(config.device.devices)
+    meter = (open_remote_meter(r.metrics_url) if is_remote(config.backend)
+             else open_meter(config.device.devices))
     with _steady_interpreter(), Progress(f"{r.scenario} {r.mode}", lambda: sut.samples_completed, expected, enabled=show_progress):
         meter.start()  # brackets StartTest; the reported window starts at the first issue
         t0 = time.monotonic()
@@ -333,6 +307,7 @@ def _run_loadgen(config: RunConfig, paths: ResultPaths, dataset: Dataset, backen
         "failure": f"{type(failure).__name__}: {failure}" if failure else None,
         "wall_s": wall_s,
         "samples_completed": sut.samples_completed,
+        "samples_failed": sut.samples_failed,
         "batches": batches,
         "mean_batch": (sut.pipeline.samples_run / batches) if batches else None,
         "batch_time_ms": batch_time_summary(sut.pipeline.batch_seconds),

@@ -158,7 +158,8 @@ def describe_system(system_name: str, device: str, gpu_count: int, backend_info:
 
     info: dict[str, Any] = {
         "system_name": system_name,
-        "accelerators_per_node": gpu_count if device != "cpu" else 0,
+        # A remote endpoint's accelerators are the server's, unknown here: 0 local ones.
+        "accelerators_per_node": gpu_count if device.startswith("cuda") else 0,
         "host_processor_model_name": _cpu_model(),
         "host_processor_core_count": os.cpu_count(),
         "host_memory_gib": _memory_gib(),
@@ -171,11 +172,15 @@ def describe_system(system_name: str, device: str, gpu_count: int, backend_info:
             "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
             "numpy": _version("numpy"),
             "nvidia-ml-py": _version("nvidia-ml-py"),
+            "tritonclient": _version("tritonclient"),
         },
         "deepgap_source": _source_revision(),
         "backend": backend_info,
     }
-    if device != "cpu":
+    if device == "remote":  # the client host; the server is described by backend["server"]
+        info["system_type_note"] = "the client host of a run against a remote KServe v2 server"
+        info["nvml"] = {"available": False, "reason": "remote endpoint: the server's GPUs are not visible here"}
+    elif device != "cpu":
         info["accelerator_model_name"] = torch.cuda.get_device_name(torch.device(devices[0]))
         # The devices this run used; "nvml" below lists every GPU of the host.
         info["accelerators"] = [{"device": d, "name": torch.cuda.get_device_name(torch.device(d))} for d in devices]

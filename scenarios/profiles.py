@@ -20,6 +20,7 @@ from sut.settings import SCENARIOS, SETTING_TYPES, setting_problem
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 RUN_PROFILES_FILE = Path(__file__).parent / "run_profiles.yaml"
+ENDPOINT_PROFILE_FILE = Path(__file__).parent / "endpoint.yaml"
 HARNESS_KEYS: dict[str, type] = {
     "max_batch": int,
     "batch_timeout_us": int,
@@ -70,7 +71,7 @@ def _check_scenarios(path: Path, where: str, block: Any) -> dict[str, dict[str, 
 @dataclass(frozen=True)
 class GpuProfile:
     name: str
-    device: str  # "cuda" or "cpu"
+    device: str  # "cuda" or "cpu" ("remote": the endpoint profile, scenarios/endpoint.yaml)
     match: str | None  # regex matched case-insensitively against the CUDA device name
     notes: str
     path: Path
@@ -96,7 +97,15 @@ def load_gpu_profile(name: str) -> GpuProfile:
         raise ConfigError(
             f"unknown GPU profile {name!r}; choose from {', '.join(profile_names())} or auto"
         )
-    path = PROFILE_DIR / f"{by_lower[name.lower()]}.yaml"
+    return _profile(PROFILE_DIR / f"{by_lower[name.lower()]}.yaml", ("cuda", "cpu"))
+
+
+def load_endpoint_profile() -> GpuProfile:
+    """The client-side knobs of a run against a remote server (--backend kserve)."""
+    return _profile(ENDPOINT_PROFILE_FILE, ("remote",))
+
+
+def _profile(path: Path, devices: tuple[str, ...]) -> GpuProfile:
     data = _read_yaml(path)
     models = data.get("models") or {}
     if not isinstance(models, dict):
@@ -107,8 +116,8 @@ def load_gpu_profile(name: str) -> GpuProfile:
         for precision, scenarios in precisions.items():
             _check_scenarios(path, f"models.{model}.{precision}", scenarios)
     device = data.get("device")
-    if device not in ("cuda", "cpu"):
-        raise ConfigError(f"{path}: device must be 'cuda' or 'cpu'")
+    if device not in devices:
+        raise ConfigError(f"{path}: device must be {' or '.join(repr(d) for d in devices)}")
     return GpuProfile(
         name=str(data.get("name", path.stem)),
         device=device,

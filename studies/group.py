@@ -21,7 +21,8 @@ from plumbing.errors import OutputError, RunFailed
 from runs.loadgen_log import parse_detail, parse_summary
 from runs.results import LOADGEN_FILES, ResultPaths, load_measurements
 from runs.saved_run import SavedRun
-from runs.runner import CalibratedOn, RunAbandoned, execute, quality_checks
+from runs.calibrated_on import CalibratedOn
+from runs.runner import RunAbandoned, execute, quality_checks
 from runs.sizing import warmup_batch_seconds
 from studies.slo import Attempt, SearchSettings, failed_rule, search_max_qps
 from studies.study import group_key, point_id, point_stats

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runs.config import CliRequest
+from runs.endpoint import ENDPOINT_FLAGS
 from studies.curves import DEFAULT_LADDER, knee, peak, spread
 from plumbing.errors import ConfigError, OutputError
 from runs.results import write_json_atomic
@@ -32,7 +33,8 @@ SCHEMA = "deepgap.study/1"
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # CliRequest fields a plan may set for every run (the rest it chooses itself).
 BASE_FIELDS = ("gpu", "gpus", "image_size", "dataset_count", "weights", "seed", "run_profile",
-               "skip_accuracy_gate", "min_query_count", "cuda_graphs", "staging", "compile", "instances")
+               "skip_accuracy_gate", "min_query_count", "cuda_graphs", "staging", "compile", "instances",
+               *ENDPOINT_FLAGS)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ latency.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import mlperf_loadgen as lg
@@ -54,6 +55,8 @@ class LoadgenSUT:
             name=f"sut-{scenario}",
         )
         self.samples_completed = 0
+        self.samples_failed = 0  # completed with FAILED_RESPONSE: their batch failed
+        self._counts = threading.Lock()
         # time.monotonic() of LoadGen's first issue: where the timed part of the test begins.
         self.first_issue_at: float | None = None
         self.issue_failure: BaseException | None = None
@@ -91,7 +94,10 @@ class LoadgenSUT:
             base = top1.ctypes.data
             responses = [lg.QuerySampleResponse(i, base + 4 * k, 4) for k, i in enumerate(ids)]
         lg.QuerySamplesComplete(responses)
-        self.samples_completed += len(ids)
+        with self._counts:  # several instances' completers count here at once
+            self.samples_completed += len(ids)
+            if top1 is None:
+                self.samples_failed += len(ids)
 
     def shutdown(self) -> None:
         """Stop the worker threads and free LoadGen's handle; leaves no thread behind."""

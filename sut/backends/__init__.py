@@ -39,6 +39,8 @@ class BackendInfo:
     # What it builds depends on --max-batch (a TensorRT engine's profile and tactics): the
     # accuracy gate builds it at the run's max batch, so it checks the artefact that is timed.
     artefact_depends_on_max_batch: bool = False
+    # Answers from a server over the network: no local device, power or accuracy gate.
+    remote: bool = False
 
     def runs_on(self, kind: str, precision: str) -> bool:
         return precision in self.runs.get(kind, ())
@@ -60,6 +62,9 @@ REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
                 {CUDA: ("fp32", "fp16", "int8")}, package="tensorrt", install=TENSORRT_INSTALL,
                 device_staging=True, artefact_depends_on_max_batch=True),
     BackendInfo("null", "sut.backends.null_backend", "NullBackend", {CPU: _ALL, CUDA: _ALL}, infers=False),
+    BackendInfo("kserve", "sut.backends.kserve_backend", "KServeBackend", {CPU: _ALL, CUDA: _ALL},
+                package="tritonclient", install="tritonclient is not installed: pip install 'tritonclient[grpc,http]'",
+                remote=True),
 )}
 BACKENDS = tuple(REGISTRY)
 # The default backend for a device kind: the first of these that runs the precision there

@@ -21,6 +21,9 @@ COMMANDS = {
     "compare": (["-m", "harness.compare"], "harness.compare"),
     "plan": (["-m", "harness.plan"], "harness.plan"),
     "verify-tensorrt": (["-m", "harness.verify_tensorrt"], "harness.verify_tensorrt"),
+    "export-triton": (["-m", "harness.export_triton"], "harness.export_triton"),
+    "mlserver-launch": (["-m", "serving.mlserver_launch"], "serving.mlserver_launch"),
+    "instant-grpc": (["-m", "serving.instant_grpc"], "serving.instant_grpc"),
 }
 
 

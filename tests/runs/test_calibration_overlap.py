@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from runs.config import resolve
-from runs.runner import SYNTHETIC_OVERLAP_NOTE, execute
+from runs.calibrated_on import SYNTHETIC_OVERLAP_NOTE
+from runs.runner import execute
 from sut.qsl import index_set_sha256, performance_sample_set
 from sut.settings import mlperf_rules
 
