@@ -130,6 +130,7 @@ class SloSearch:
     confirmed: bool
     attempts: tuple[Attempt, ...]
     ladder: tuple[str, ...]  # point ids
+    batch_timeout_us: int | None = None  # the Server batch timeout searched with; None: not recorded
 
 
 def _system_name(system: "Fields") -> str:
@@ -278,10 +279,12 @@ def _search(f: Fields) -> SloSearch:
     ladder = f.get("ladder", list)
     if not all(isinstance(i, str) for i in ladder):
         raise StudyError(f"{f.source}: {f.where}.ladder must list point ids")
+    knobs = f.child("server_knobs", nullable=True)
+    timeout = None if knobs is None else knobs.get("batch_timeout_us", int, nullable=True)
     return SloSearch(model=f.get("model", str), precision=f.get("precision", str), backend=f.get("backend", str),
                      percentile=f.number("percentile"), latency_ms=f.number("latency_ms"),
                      max_qps=f.number("max_qps", nullable=True), confirmed=f.get("confirmed", bool),
-                     attempts=attempts, ladder=tuple(ladder))
+                     attempts=attempts, ladder=tuple(ladder), batch_timeout_us=timeout)
 
 
 def _plan(f: Fields | None) -> PlanInfo | None:

@@ -18,7 +18,7 @@ from calibration.algorithms import DEFAULT_ALGORITHM, DEFAULT_PERCENTILE
 from calibration.rules import check_calibration_list
 from runs.device import DeviceChoice, parse_gpus, resolve_device
 from runs.endpoint import REMOTE_BACKEND, check_endpoint_flags, endpoint_device, is_remote
-from sut.kserve_target import PROTOCOLS
+from sut.kserve_target import DEFAULT_TIMEOUT_S, PROTOCOLS
 from runs import limits
 from plumbing.errors import ConfigError
 from runs.userconf import UserConf, key_rule, to_attr_value
@@ -103,7 +103,7 @@ class CliRequest:
     root_certificates: Path | None = None
     private_key: Path | None = None
     certificate_chain: Path | None = None
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = DEFAULT_TIMEOUT_S
     metrics_url: str | None = None
 
     def __post_init__(self) -> None:

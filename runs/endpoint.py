@@ -19,12 +19,12 @@ from plumbing.errors import ConfigError
 from runs.device import DeviceChoice
 from scenarios.profiles import load_endpoint_profile
 from sut.backends import backend_info
-from sut.kserve_target import PROTOCOLS, KServeTarget
+from sut.kserve_target import DEFAULT_TIMEOUT_S, PROTOCOLS, KServeTarget
 
 # Flags that only a remote backend acts on, with the value that means "not given".
 ENDPOINT_FLAGS: dict[str, Any] = {
     "endpoint": None, "protocol": "grpc", "model_name": None, "model_version": None, "ssl": False,
-    "root_certificates": None, "private_key": None, "certificate_chain": None, "request_timeout_s": 30.0,
+    "root_certificates": None, "private_key": None, "certificate_chain": None, "request_timeout_s": DEFAULT_TIMEOUT_S,
     "metrics_url": None,
 }
 
@@ -93,8 +93,6 @@ def check_endpoint_flags(request: EndpointRequest) -> None:
     if request.gpu.lower() != "auto" or str(request.gpus).strip() != "1":
         raise ConfigError("--gpu and --gpus choose this host's devices; with --backend kserve the server's own "
                           "hardware runs the model: drop them")
-    if not request.request_timeout_s > 0:
-        raise ConfigError(f"--request-timeout-s must be positive, got {request.request_timeout_s}")
     for flag in ("root_certificates", "private_key", "certificate_chain"):
         path = getattr(request, flag)
         if path is not None and not Path(path).is_file():

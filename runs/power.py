@@ -211,8 +211,10 @@ class PowerMeter:
             log.debug("nvmlShutdown: %s", exc)
 
 
-def summarize(gpus: list[tuple[int, str, list[Sample]]], begin: float, end: float) -> dict[str, Any]:
-    """The power dict for samples of each GPU over the window [begin, end]."""
+def summarize(gpus: list[tuple[int, str, list[Sample]]], begin: float, end: float, source: str = "nvml",
+              label: str = LABEL) -> dict[str, Any]:
+    """The power dict for samples of each GPU over the window [begin, end], read from
+    `source` (NVML here; a server's Prometheus metrics in runs/remote_power.py)."""
     window = end - begin
     if not window > 0:
         return absent(f"empty measurement window ({window:.3f} s)")
@@ -220,11 +222,11 @@ def summarize(gpus: list[tuple[int, str, list[Sample]]], begin: float, end: floa
     for index, name, samples in gpus:
         row = summarize_gpu(index, name, samples, begin, end)
         if row is None:
-            return absent(f"NVML reports neither energy nor power for GPU {index} ({name})")
+            return absent(f"{source} reports neither energy nor power for GPU {index} ({name})")
         rows.append(row)
     energy = sum(r["energy_j"] for r in rows)
     out: dict[str, Any] = {
-        "source": "nvml", "label": LABEL, "window_s": window,
+        "source": source, "label": label, "window_s": window,
         "window": "first query issued to the end of the LoadGen test",
         # Energy and watts are the sum over the run's GPUs: the host's GPU figure.
         "gpus": rows, "gpu_count": len(rows), "energy_j": energy, "avg_w": energy / window,

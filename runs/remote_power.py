@@ -101,10 +101,8 @@ class PrometheusMeter:
         first = min(s[0].t for s in readings.values())
         end = max(s[-1].t for s in readings.values())
         power = summarize([(i, uuid, samples) for i, (uuid, samples) in enumerate(sorted(readings.items()))],
-                          first if begin is None else max(begin, first), end)
-        if power.get("source") == "nvml":
-            power.update(source="prometheus", label=LABEL, url=self.url)
-        return power
+                          first if begin is None else max(begin, first), end, source="prometheus", label=LABEL)
+        return {**power, "url": self.url} if power.get("source") == "prometheus" else power
 
 
 def open_remote_meter(metrics_url: str | None) -> Meter:

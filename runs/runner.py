@@ -201,7 +201,7 @@ def quality_checks(config: RunConfig, paths: ResultPaths, started: dt.datetime,
     record: dict[str, Any] = {}
     calibrated_on: CalibratedOn | None = None
     # Nothing to calibrate or gate: no inference, or the server's network, not this process's.
-    if not backend_info(config.backend).infers or backend_info(config.backend).remote:
+    if not backend_info(config.backend).infers or is_remote(config.backend):
         return {"extra": extra, "record": record}
     if r.precision == "int8":
         kind = "imagenet" if r.dataset == "imagenet" else "synthetic"

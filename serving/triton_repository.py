@@ -13,16 +13,18 @@ where each came from.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from plumbing.errors import ConfigError, OutputError, StudyError, first_line
 from plumbing.files import atomic_path
 from sut.backends.base import MODELS, ModelSpec
 from sut.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+
+if TYPE_CHECKING:
+    from reports.studies import Study
 
 PLATFORM = "onnxruntime_onnx"
 KINDS = ("KIND_GPU", "KIND_CPU")
@@ -193,24 +195,21 @@ def triton_settings_from_study(study: Path | str, model: str | None = None, prec
                           f"{curve.peak:.0f} samples/s (at {curve.points.get(batch, 0):.0f})",
         "preferred_batch_size": f"[{batch}]: the same knee",
     }
-    delay, where = _server_batch_timeout(loaded.directory, curve.model, curve.precision, curve.backend)
+    delay, where = _server_batch_timeout(loaded, curve.model, curve.precision, curve.backend)
     sources["max_queue_delay_microseconds"] = where
     return TritonSettings(model=curve.model, precision=curve.precision, backend=curve.backend,
                           max_batch_size=int(batch), preferred_batch_sizes=(int(batch),),
                           max_queue_delay_us=delay, sources=sources)
 
 
-def _server_batch_timeout(directory: Path, model: str, precision: str, backend: str) -> tuple[int, str]:
-    # reports/studies.py's reader keeps no search knobs, so they are read from the file.
-    data = json.loads((directory / "study.json").read_text())
-    for search in data.get("slo_searches") or []:
-        if (search.get("model"), search.get("precision"), search.get("backend")) != (model, precision, backend):
+def _server_batch_timeout(study: Study, model: str, precision: str, backend: str) -> tuple[int, str]:
+    for search in study.slo_searches:
+        if (search.model, search.precision, search.backend) != (model, precision, backend):
             continue
-        timeout = (search.get("server_knobs") or {}).get("batch_timeout_us")
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout >= 0:
-            bound = f"p{search.get('percentile', 99):g} <= {search.get('latency_ms')} ms"
-            return int(timeout), (f"{int(timeout)} us: the batch timeout the Server SLO search ({bound}) met the "
-                                  f"bound with, up to {search.get('max_qps', 0):.0f} QPS")
+        if search.batch_timeout_us is not None:
+            bound = f"p{search.percentile:g} <= {search.latency_ms} ms"
+            return search.batch_timeout_us, (f"{search.batch_timeout_us} us: the batch timeout the Server SLO search "
+                                             f"({bound}) met the bound with, up to {search.max_qps or 0:.0f} QPS")
     return DEFAULT_QUEUE_DELAY_US, (f"{DEFAULT_QUEUE_DELAY_US} us: the study has no Server SLO search for "
                                     f"{model} {precision} {backend}; deepgap's GPU profiles' Server batch timeout")
 

@@ -22,6 +22,8 @@ TENSORRT_INSTALL = ("TensorRT is not installed: pip install tensorrt-cu12 or ten
                     "torch.version.cuda (TensorRT 10 or newer, from NVIDIA's package index; plain `pip install "
                     "tensorrt` picks CUDA 13, which needs an R580+ driver)")
 
+KSERVE_INSTALL = "tritonclient is not installed: pip install 'tritonclient[grpc,http]'"
+
 
 @dataclass(frozen=True)
 class BackendInfo:
@@ -63,7 +65,7 @@ REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
                 device_staging=True, artefact_depends_on_max_batch=True),
     BackendInfo("null", "sut.backends.null_backend", "NullBackend", {CPU: _ALL, CUDA: _ALL}, infers=False),
     BackendInfo("kserve", "sut.backends.kserve_backend", "KServeBackend", {CPU: _ALL, CUDA: _ALL},
-                package="tritonclient", install="tritonclient is not installed: pip install 'tritonclient[grpc,http]'",
+                package="tritonclient", install=KSERVE_INSTALL,
                 remote=True),
 )}
 BACKENDS = tuple(REGISTRY)

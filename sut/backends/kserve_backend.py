@@ -30,13 +30,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from plumbing.errors import BackendError, first_line
+from sut.backends import KSERVE_INSTALL
 from sut.backends.base import Backend, BackendOptions, DonePending, ModelSpec, staged_rows, tight_loop_rows
 from sut.kserve_target import (GRACE_S, Call, GrpcTransport, HttpTransport, KServeTarget, RemoteModel,
                                check_remote_model, why)
 
 log = logging.getLogger(__name__)
 
-INSTALL = "tritonclient is not installed: pip install 'tritonclient[grpc,http]'"
 _NUMPY = {"FP32": np.float32, "FP16": np.float16}
 
 
@@ -80,7 +80,7 @@ class KServeBackend(Backend):
         try:
             importlib.import_module("tritonclient.grpc" if target.protocol == "grpc" else "tritonclient.http.aio")
         except ImportError:
-            raise BackendError(INSTALL) from None
+            raise BackendError(KSERVE_INSTALL) from None
         self._close_transport()  # a second load() connects afresh
         try:
             self._connect(target)
