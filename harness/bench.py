@@ -18,6 +18,9 @@ Writes OUT/bench.json (every repeat's raw figures) and prints a Markdown table.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/bench.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import json
 import logging

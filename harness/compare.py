@@ -7,6 +7,9 @@ table. An existing report is never replaced without --overwrite; other files the
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/compare.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import logging
 import shutil

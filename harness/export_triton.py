@@ -10,6 +10,9 @@ config.pbtxt and printed.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/export_triton.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import sys
 from pathlib import Path

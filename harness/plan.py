@@ -9,6 +9,9 @@ the published MLPerf result, the prices with their dates, and each figure's basi
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/plan.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import csv
 import datetime as dt

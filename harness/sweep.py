@@ -7,6 +7,9 @@ flag names what the real run would refuse; --json summarises the saved study.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/sweep.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import shlex
 import sys
 from pathlib import Path

@@ -12,6 +12,9 @@ sidecar and the seconds of each part (deepgap.summary/1, command "build-engine")
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/trt_build.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import json
 import sys

@@ -20,6 +20,9 @@ Without TensorRT, or without a GPU, it stops at once with one line and exit 2.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (python harness/verify_tensorrt.py): the project root on the path
+    import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
 import argparse
 import datetime as dt
 import json

@@ -2,6 +2,7 @@
 within a latency SLO, at what power, energy and cost, and which measurements say so.
 
 Definitions (the README repeats them):
+  * option: a device, precision and stack ('torch-inductor' apart from 'torch'), pooled over host sizes.
   * capacity per device: an SLO search's max_qps at exactly the asked SLO, divided by the
     study's GPU count (one host for the CPU), where every run at that load (the confirmation
     and the ladder's repeats; or a stated fraction of them) met the SLO. Otherwise the
@@ -297,12 +298,12 @@ def _published(request: PlanRequest, device: str, unit: str, qps_per_device: flo
     return entry, (qps_per_device / entry.server if entry else None)
 
 
-def _plan_option(request: PlanRequest, device: str, precision: str, backend: str, found: list[Capacity | str],
+def _plan_option(request: PlanRequest, device: str, precision: str, stack: str, backend: str, found: list[Capacity | str],
                  prices: PriceTable, published: PublishedTable | None, on: dt.date) -> PlanOption:
     capacities = [c for c in found if isinstance(c, Capacity)]
     unit = next((c.study.system.unit for c in capacities), "GPU")
     if not capacities:
-        return PlanOption(device, unit, precision, backend, None, "needs search",
+        return PlanOption(device, unit, precision, stack, None, "needs search",
                           basis=tuple(r for r in found if isinstance(r, str)))
     tier = min(c.tier for c in capacities)
     # The most devices measured in one host carries the measured scaling; then the newest.
@@ -340,7 +341,7 @@ def _plan_option(request: PlanRequest, device: str, precision: str, backend: str
     else:
         basis.append(f"price: no entry in {shown_path(prices.path)} matches device {device!r}")
     entry, ratio = _published(request, device, unit, primary.qps_per_device, published)
-    return PlanOption(device, unit, precision, backend, primary.study.name, primary.kind, primary.qps_per_device, n,
+    return PlanOption(device, unit, precision, stack, primary.study.name, primary.kind, primary.qps_per_device, n,
                       deployed, watts, kwh, usd_h, None if usd_h is None else usd_h * HOURS_PER_MONTH, usd_m,
                       tuple(basis), primary.evidence, provenance(primary.study.plan, precision), price, age, stale,
                       entry, ratio)
@@ -358,8 +359,7 @@ class Plan:
 
 
 def plan_date(studies: Sequence[Study], as_of: dt.date | None) -> tuple[dt.date, str]:
-    """The given date, else the newest study's (never today's clock: the same studies give
-    the same plan)."""
+    """The given date, else the newest study's (never today's clock: the same studies give the same plan)."""
     if as_of is not None:
         return as_of, "given with --as-of"
     dated = []
@@ -376,13 +376,13 @@ def plan_date(studies: Sequence[Study], as_of: dt.date | None) -> tuple[dt.date,
 
 def make_plan(studies: Sequence[Study], request: PlanRequest, prices: PriceTable,
               published: PublishedTable | None = None) -> Plan:
-    groups: dict[tuple[str, str, str], list[Capacity | str]] = {}
+    groups: dict[tuple[str, str, str, str], list[Capacity | str]] = {}
     for study in studies:
         combos = {(p.precision, p.backend) for p in study.points if p.model == request.model}
         combos |= {(s.precision, s.backend) for s in study.slo_searches if s.model == request.model}
         for precision, backend in sorted(combos):
             found = capacity_at(study, request.model, precision, backend, request.slo, request.pass_fraction)
-            groups.setdefault((study.system.device, precision, backend), []).append(found)
+            groups.setdefault((study.system.device, precision, study.system.stack(backend), backend), []).append(found)
     if not groups:
         names = ", ".join(s.name for s in studies)
         raise ConfigError(f"no measurements of {request.model} in the studies given ({names})")

@@ -153,6 +153,14 @@ class SystemInfo:
     gpu_count: int
     driver: str | None
     software: dict[str, Any]
+    torch_compile: str = "none"  # the study's torch runs: "none" (eager) or the --compile mode
+
+    def stack(self, backend: str) -> str:
+        """The backend as its software stack: 'torch-inductor' for the compiled torch runs of
+        this system, so a plan does not call a compiled capacity plain 'torch'."""
+        from runs.system import backend_label
+
+        return backend_label(backend, self.torch_compile)
 
     @property
     def is_endpoint(self) -> bool:  # a remote server's replica (runs/endpoint.py names it so)
@@ -325,7 +333,8 @@ def load_study(path: Path | str) -> Study:
         raise StudyError(f"{file}: schema {schema!r}, this deepgap reads {STUDY_SCHEMA!r}")
     s = top.child("system")
     system = SystemInfo(name=_system_name(s), device=s.get("device", str), gpu_count=s.get("gpu_count", int),
-                        driver=s.get("driver", str, nullable=True), software=s.get("software", dict, nullable=True) or {})
+                        driver=s.get("driver", str, nullable=True), software=s.get("software", dict, nullable=True) or {},
+                        torch_compile=s.get("torch_compile", str, nullable=True) or "none")
     points = tuple(_point(p) for p in top.children("points"))
     by_id: dict[str, Point] = {}
     for p in points:

@@ -267,7 +267,8 @@ def test_corrupt_study_json_is_one_line(tmp_path, capsys):
 
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = "docs/report-2026-11-26"
+EXAMPLE = "docs/report-2026-12-04"
+EXAMPLE_STUDIES = ("2026-11-26/h100", "2026-11-26/h200", "2026-11-26/cpu", "2026-12-04/h200-compiled")
 DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 
@@ -283,11 +284,11 @@ def _without(argv: list[str], flag: str) -> list[str]:
 
 
 def test_readme_sweep_commands_are_the_ones_the_example_studies_recorded():
-    commands = [c for c in _readme_commands("python -m harness.sweep") if "docs/studies/2026-11-26" in " ".join(c)]
-    assert len(commands) == 2
+    commands = [c for c in _readme_commands("python -m harness.sweep") if "docs/studies/" in " ".join(c)]
+    assert len(commands) == 3
     readme = {tuple(_without(c, "--study")) for c in commands}
-    for name in ("h100", "h200", "cpu"):
-        recorded = shlex.split(json.loads((ROOT / f"docs/studies/2026-11-26/{name}/study.json").read_text())["command"])
+    for name in EXAMPLE_STUDIES:
+        recorded = shlex.split(json.loads((ROOT / f"docs/studies/{name}/study.json").read_text())["command"])
         assert tuple(_without(recorded, "--study")) in readme, name
 
 

@@ -121,3 +121,22 @@ def test_readme_exit_code_table_is_the_one_in_the_code() -> None:
     for code, meaning in EXIT_CODES.items():
         # The README may say more; it starts with the code's own words.
         assert rows[str(code)].startswith(meaning.split(" (")[0].split(";")[0]), (code, rows[str(code)])
+
+
+# Run as `python harness/<tool>.py` from a checkout that is not installed: Python puts
+# harness/ first on the path and the project root nowhere, so each script adds the root.
+# `-S` keeps the editable install's path hook out; site-packages go on the path as plain
+# folders (without their .pth files) for the third-party packages.
+_AS_UNINSTALLED_SCRIPT = ("import runpy, site, sys; script = sys.argv[1]; sys.argv = sys.argv[1:]; "
+                          "sys.path[:0] = [__import__('os').path.dirname(script)]; "
+                          "sys.path += site.getsitepackages(); runpy.run_path(script, run_name='__main__')")
+
+
+@pytest.mark.parametrize("script", ["bench", "compare", "export_triton", "plan", "run", "sweep", "trt_build",
+                                    "verify_tensorrt"])
+def test_each_tool_runs_as_a_script_from_a_checkout_that_is_not_installed(script, tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-S", "-c", _AS_UNINSTALLED_SCRIPT, str(ROOT / "harness" / f"{script}.py"),
+                           "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-500:]

@@ -263,3 +263,13 @@ def test_a_maximum_no_run_supports_is_unconfirmed_and_ranks_after_lower_bounds(e
 def test_pass_fraction_must_be_a_share(golden):
     with pytest.raises(ConfigError, match="pass fraction"):
         PlanRequest("resnet50", 100, parse_slo("p99:15ms"), pass_fraction=0.0)
+
+
+def test_an_eager_and_a_compiled_study_of_one_card_are_two_options_named_by_stack(edited_study, golden):
+    def compiled(data):
+        data["system"].update(name="T4x1-inductor", torch_compile="default")
+    eager, inductor = load_study(golden("t4")), load_study(edited_study("t4", compiled))
+    plan = make_plan([eager, inductor], PlanRequest("resnet50", 2000, parse_slo("p99:15ms")), load_prices())
+    by_stack = {(o.device, o.precision, o.backend): o.system for o in plan.ranked}
+    assert by_stack == {("Tesla T4", "fp16", "torch"): eager.name,
+                        ("Tesla T4", "fp16", "torch-inductor"): "T4x1-inductor"}
