@@ -40,9 +40,10 @@ def test_rendered_plan_matches_the_golden_file(monkeypatch, capsys):
 def test_the_shipped_plan_is_what_the_planner_renders_from_the_shipped_studies(monkeypatch, capsys):
     out = _render(SHIPPED_ARGS, monkeypatch, capsys)
     assert out == SHIPPED_PLAN.read_text()
-    rows = {(r["device"], r["precision"]): r for r in parse_markdown_tables(out)[0] if r["backend"] == "torch"}
+    options = parse_markdown_tables(out)[0]
+    rows = {(r["device"], r["precision"]): r for r in options if r["backend"] == "torch"}
     # The compiled H200 study is its own option, named by its stack, not pooled with the eager one.
-    first = parse_markdown_tables(out)[0][0]
+    first = options[0]
     assert (first["device"], first["precision"], first["backend"]) == ("NVIDIA H200", "fp16", "torch-inductor")
     assert rows[("NVIDIA H200", "fp16")]["max QPS per device"] == "14,446"
     # The H100 fp32 search maximum (5,770) passed its confirmation but 1 of the ladder's 3 repeats there.
